@@ -1,0 +1,1 @@
+//! addrspace-kvm (work in progress).

@@ -1,0 +1,1 @@
+//! addrspace-mtree (work in progress).

@@ -1,0 +1,1 @@
+//! addrspace-spapr (work in progress).

@@ -1,0 +1,1 @@
+//! addrspace-vfio (work in progress).
