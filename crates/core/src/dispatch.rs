@@ -1,0 +1,366 @@
+//! Diffing two flat views and telling listeners, in the documented order
+//! (see the `listener` module docs).
+
+use std::cmp::Ordering;
+
+use crate::error::ListenerFailure;
+use crate::flatview::{FlatRange, FlatView};
+use crate::id::{AddressSpaceId, Arena, ListenerId};
+use crate::ioevent::{FlatCoalesced, FlatIoeventfd};
+use crate::listener::{Listener, ListenerConfig, ListenerCx, Section};
+use crate::region::{DirtyLogMask, Region};
+
+type FdKey = (u64, u64, Option<u64>, usize, crate::RegionId);
+
+/// A registered listener and what the framework knows of it.
+pub(crate) struct ListenerEntry {
+    pub(crate) config: ListenerConfig,
+    pub(crate) address_space: AddressSpaceId,
+    /// Registration order, to break priority ties.
+    pub(crate) seq: u64,
+    pub(crate) listener: Box<dyn Listener>,
+    /// Ranges whose `region_add` it refused: it does not hold them.
+    pub(crate) refused_ranges: Vec<FlatRange>,
+    /// Ioeventfds whose `eventfd_add` it refused.
+    pub(crate) refused_fds: Vec<FdKey>,
+}
+
+impl ListenerEntry {
+    pub(crate) fn order_key(&self) -> (i32, u64) {
+        (self.config.priority, self.seq)
+    }
+
+    fn take_refused_range(&mut self, fr: &FlatRange) -> bool {
+        match self.refused_ranges.iter().position(|r| r.same_mapping(fr)) {
+            Some(i) => {
+                self.refused_ranges.swap_remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn refused_range(&self, fr: &FlatRange) -> bool {
+        self.refused_ranges.iter().any(|r| r.same_mapping(fr))
+    }
+}
+
+/// One step of walking two sorted range lists together.
+enum Step<'a> {
+    Deleted(&'a FlatRange),
+    Kept(&'a FlatRange, &'a FlatRange),
+    Added(&'a FlatRange),
+}
+
+/// Walks `old` and `new` like QEMU's topology pass: a range is kept when
+/// both lists hold the same mapping at the same place.
+fn walk<'a>(old: &'a [FlatRange], new: &'a [FlatRange], mut f: impl FnMut(Step<'a>)) {
+    let (mut i, mut j) = (0, 0);
+    while i < old.len() || j < new.len() {
+        let o = old.get(i);
+        let n = new.get(j);
+        match (o, n) {
+            (Some(o), Some(n)) if o.same_mapping(n) => {
+                f(Step::Kept(o, n));
+                i += 1;
+                j += 1;
+            }
+            (Some(o), Some(n)) if o.start <= n.start => {
+                f(Step::Deleted(o));
+                i += 1;
+            }
+            (Some(o), None) => {
+                f(Step::Deleted(o));
+                i += 1;
+            }
+            (_, Some(n)) => {
+                f(Step::Added(n));
+                j += 1;
+            }
+            (None, None) => unreachable!(),
+        }
+    }
+}
+
+/// Walks two sorted lists by key, calling `f(old, new)` for each element
+/// present on one side only.
+fn walk_sorted<T, K: Ord>(old: &[T], new: &[T], key: impl Fn(&T) -> K, mut f: impl FnMut(Option<&T>, Option<&T>)) {
+    let (mut i, mut j) = (0, 0);
+    while i < old.len() || j < new.len() {
+        match (old.get(i), new.get(j)) {
+            (Some(o), Some(n)) => match key(o).cmp(&key(n)) {
+                Ordering::Less => {
+                    f(Some(o), None);
+                    i += 1;
+                }
+                Ordering::Greater => {
+                    f(None, Some(n));
+                    j += 1;
+                }
+                Ordering::Equal => {
+                    i += 1;
+                    j += 1;
+                }
+            },
+            (Some(o), None) => {
+                f(Some(o), None);
+                i += 1;
+            }
+            (None, Some(n)) => {
+                f(None, Some(n));
+                j += 1;
+            }
+            (None, None) => unreachable!(),
+        }
+    }
+}
+
+/// Delivers events to listeners, collecting refusals.
+pub(crate) struct Dispatcher<'a> {
+    pub(crate) regions: &'a Arena<Region>,
+    pub(crate) listeners: &'a mut Arena<ListenerEntry>,
+    pub(crate) failures: &'a mut Vec<ListenerFailure>,
+}
+
+impl Dispatcher<'_> {
+    fn with<R>(&mut self, id: ListenerId, f: impl FnOnce(&mut ListenerEntry, &mut ListenerCx<'_>) -> R) -> Option<R> {
+        let entry = self.listeners.get_mut(id.0)?;
+        let mut cx = ListenerCx {
+            regions: self.regions,
+            address_space: entry.address_space,
+            listener: id,
+        };
+        Some(f(entry, &mut cx))
+    }
+
+    fn section(&self, as_id: AddressSpaceId, fr: &FlatRange) -> Section {
+        let region = self
+            .regions
+            .get(fr.region.0)
+            .expect("dispatch: flat ranges refer to live regions");
+        Section::new(as_id, *fr, region)
+    }
+
+    fn fail(&mut self, id: ListenerId, event: &'static str, range: Option<(u64, u128)>, err: crate::ListenerError) {
+        let name = self
+            .listeners
+            .get(id.0)
+            .map(|e| e.config.name.clone())
+            .unwrap_or_default();
+        tracing::warn!(listener = %name, event, error = %err, "listener refused");
+        self.failures.push(ListenerFailure {
+            listener: id,
+            name,
+            event,
+            range,
+            message: err.to_string(),
+        });
+    }
+
+    /// `begin` (or `commit`) to `order`, ascending.
+    pub(crate) fn bracket(&mut self, order: &[ListenerId], commit: bool) {
+        for &id in order {
+            self.with(id, |e, cx| {
+                tracing::trace!(listener = %e.config.name, event = if commit { "commit" } else { "begin" });
+                if commit {
+                    e.listener.commit(cx)
+                } else {
+                    e.listener.begin(cx)
+                }
+            });
+        }
+    }
+
+    /// Tells `order` (the listeners of `as_id`, ascending) how the view
+    /// went from `old` to `new`.
+    pub(crate) fn view_change(&mut self, as_id: AddressSpaceId, order: &[ListenerId], old: &FlatView, new: &FlatView) {
+        walk(&old.ranges, &new.ranges, |step| {
+            if let Step::Deleted(o) = step {
+                self.range_deleted(as_id, order, o);
+            }
+        });
+        walk(&old.ranges, &new.ranges, |step| match step {
+            Step::Kept(o, n) => self.range_kept(as_id, order, o, n),
+            Step::Added(n) => self.range_added(as_id, order, n),
+            Step::Deleted(_) => {}
+        });
+        walk_sorted(&old.ioeventfds, &new.ioeventfds, FlatIoeventfd::key, |o, _| {
+            if let Some(o) = o {
+                self.fd_deleted(order, o);
+            }
+        });
+        walk_sorted(&old.ioeventfds, &new.ioeventfds, FlatIoeventfd::key, |_, n| {
+            if let Some(n) = n {
+                self.fd_added(order, n);
+            }
+        });
+        walk_sorted(&old.coalesced, &new.coalesced, |c| *c, |o, _| {
+            if let Some(o) = o {
+                self.coalesced(order, o, false);
+            }
+        });
+        walk_sorted(&old.coalesced, &new.coalesced, |c| *c, |_, n| {
+            if let Some(n) = n {
+                self.coalesced(order, n, true);
+            }
+        });
+    }
+
+    fn range_deleted(&mut self, as_id: AddressSpaceId, order: &[ListenerId], fr: &FlatRange) {
+        let section = self.section(as_id, fr);
+        for &id in order.iter().rev() {
+            self.with(id, |e, cx| {
+                if e.take_refused_range(fr) {
+                    return;
+                }
+                if !fr.dirty_log_mask.is_empty() {
+                    tracing::trace!(listener = %e.config.name, event = "log_stop", start = fr.start, last = fr.last);
+                    e.listener.log_stop(cx, &section, fr.dirty_log_mask, DirtyLogMask::EMPTY);
+                }
+                tracing::trace!(listener = %e.config.name, event = "region_del", start = fr.start, last = fr.last, region = %fr.region);
+                e.listener.region_del(cx, &section);
+            });
+        }
+    }
+
+    fn range_added(&mut self, as_id: AddressSpaceId, order: &[ListenerId], fr: &FlatRange) {
+        let section = self.section(as_id, fr);
+        for &id in order {
+            let refused = self.with(id, |e, cx| {
+                tracing::trace!(listener = %e.config.name, event = "region_add", start = fr.start, last = fr.last, region = %fr.region);
+                match e.listener.region_add(cx, &section) {
+                    Ok(()) => {
+                        if !fr.dirty_log_mask.is_empty() {
+                            tracing::trace!(listener = %e.config.name, event = "log_start", start = fr.start, last = fr.last);
+                            e.listener.log_start(cx, &section, DirtyLogMask::EMPTY, fr.dirty_log_mask);
+                        }
+                        None
+                    }
+                    Err(err) => {
+                        e.refused_ranges.push(*fr);
+                        Some(err)
+                    }
+                }
+            });
+            if let Some(Some(err)) = refused {
+                self.fail(id, "region_add", Some((fr.start, fr.last as u128 + 1)), err);
+            }
+        }
+    }
+
+    fn range_kept(&mut self, as_id: AddressSpaceId, order: &[ListenerId], old: &FlatRange, new: &FlatRange) {
+        let (o, n) = (old.dirty_log_mask.0, new.dirty_log_mask.0);
+        let wants_any = o != n
+            || order
+                .iter()
+                .any(|id| self.listeners.get(id.0).is_some_and(|e| e.config.wants_nop));
+        if !wants_any {
+            return;
+        }
+        let section = self.section(as_id, new);
+        for &id in order {
+            self.with(id, |e, cx| {
+                if e.refused_range(new) {
+                    return;
+                }
+                if e.config.wants_nop {
+                    e.listener.region_nop(cx, &section);
+                }
+                if n & !o != 0 {
+                    tracing::trace!(listener = %e.config.name, event = "log_start", start = new.start, last = new.last);
+                    e.listener.log_start(cx, &section, old.dirty_log_mask, new.dirty_log_mask);
+                }
+            });
+        }
+        if o & !n != 0 {
+            for &id in order.iter().rev() {
+                self.with(id, |e, cx| {
+                    if e.refused_range(new) {
+                        return;
+                    }
+                    tracing::trace!(listener = %e.config.name, event = "log_stop", start = new.start, last = new.last);
+                    e.listener.log_stop(cx, &section, old.dirty_log_mask, new.dirty_log_mask);
+                });
+            }
+        }
+    }
+
+    fn fd_deleted(&mut self, order: &[ListenerId], fd: &FlatIoeventfd) {
+        for &id in order.iter().rev() {
+            self.with(id, |e, cx| {
+                if let Some(i) = e.refused_fds.iter().position(|k| *k == fd.key()) {
+                    e.refused_fds.swap_remove(i);
+                    return;
+                }
+                tracing::trace!(listener = %e.config.name, event = "eventfd_del", addr = fd.addr);
+                e.listener.eventfd_del(cx, fd);
+            });
+        }
+    }
+
+    fn fd_added(&mut self, order: &[ListenerId], fd: &FlatIoeventfd) {
+        for &id in order {
+            let refused = self.with(id, |e, cx| {
+                tracing::trace!(listener = %e.config.name, event = "eventfd_add", addr = fd.addr);
+                e.listener.eventfd_add(cx, fd).err().inspect(|_| e.refused_fds.push(fd.key()))
+            });
+            if let Some(Some(err)) = refused {
+                self.fail(id, "eventfd_add", Some((fd.addr, fd.addr as u128 + fd.fd.size as u128)), err);
+            }
+        }
+    }
+
+    fn coalesced(&mut self, order: &[ListenerId], c: &FlatCoalesced, add: bool) {
+        let run = |d: &mut Self, id| {
+            d.with(id, |e, cx| {
+                if add {
+                    tracing::trace!(listener = %e.config.name, event = "coalesced_io_add", addr = c.addr);
+                    e.listener.coalesced_io_add(cx, c)
+                } else {
+                    tracing::trace!(listener = %e.config.name, event = "coalesced_io_del", addr = c.addr);
+                    e.listener.coalesced_io_del(cx, c)
+                }
+            });
+        };
+        if add {
+            order.iter().for_each(|&id| run(self, id));
+        } else {
+            order.iter().rev().for_each(|&id| run(self, id));
+        }
+    }
+
+    /// `log_sync` for every logged range of `view`, ascending.
+    pub(crate) fn log_sync(&mut self, as_id: AddressSpaceId, order: &[ListenerId], view: &FlatView) {
+        for fr in view.ranges.iter().filter(|fr| !fr.dirty_log_mask.is_empty()) {
+            let section = self.section(as_id, fr);
+            for &id in order {
+                self.with(id, |e, cx| {
+                    if !e.refused_range(fr) {
+                        e.listener.log_sync(cx, &section);
+                    }
+                });
+            }
+        }
+    }
+
+    /// `log_global_start` ascending; on a refusal, `log_global_stop` to
+    /// those already started (descending) and the refusal is returned.
+    pub(crate) fn log_global_start(&mut self, order: &[ListenerId]) -> bool {
+        for (n, &id) in order.iter().enumerate() {
+            let res = self.with(id, |e, cx| e.listener.log_global_start(cx));
+            if let Some(Err(err)) = res {
+                self.fail(id, "log_global_start", None, err);
+                self.log_global_stop(&order[..n]);
+                return false;
+            }
+        }
+        true
+    }
+
+    /// `log_global_stop`, descending.
+    pub(crate) fn log_global_stop(&mut self, order: &[ListenerId]) {
+        for &id in order.iter().rev() {
+            self.with(id, |e, cx| e.listener.log_global_stop(cx));
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! The core's error type.
+
+use crate::id::{AddressSpaceId, ListenerId, RegionId};
+
+/// One callback that a listener refused during a commit or registration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerFailure {
+    /// The listener.
+    pub listener: ListenerId,
+    /// Its name.
+    pub name: String,
+    /// The callback (`region_add`, `eventfd_add`, `log_global_start`, ...).
+    pub event: &'static str,
+    /// Where: the section's `[start, end)` in the address space, if any.
+    pub range: Option<(u64, u128)>,
+    /// The listener's error, rendered.
+    pub message: String,
+}
+
+/// Everything that can go wrong in the core. Sorted by name.
+///
+/// Every operation that returns an error has changed nothing, except
+/// [`Error::ListenerRefused`], which reports callbacks refused while a
+/// change that was itself valid was being applied (see its docs).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// The region is already a subregion of `parent`.
+    #[error("region {child} already has parent {parent}")]
+    AlreadyHasParent {
+        /// The region being added.
+        child: RegionId,
+        /// Its current parent.
+        parent: RegionId,
+    },
+    /// An address plus a size goes past 2^64.
+    #[error("{what} at {start:#x} with size {size:#x} ends past 2^64")]
+    BeyondAddressSpace {
+        /// What was being placed.
+        what: &'static str,
+        /// Its start.
+        start: u64,
+        /// Its size.
+        size: u128,
+    },
+    /// Host memory for a backing could not be mapped.
+    #[error("cannot map {size:#x} bytes of host memory")]
+    BackingAllocation {
+        /// The size asked for.
+        size: u128,
+    },
+    /// An access to host memory falls outside its block.
+    #[error("access of {size} bytes at offset {offset:#x} is outside host memory of {len:#x} bytes")]
+    BackingOutOfRange {
+        /// Offset of the access.
+        offset: u64,
+        /// Its length.
+        size: u64,
+        /// The block's length.
+        len: u64,
+    },
+    /// `commit` was called with no transaction open.
+    #[error("commit without an open transaction")]
+    CommitWithoutTransaction,
+    /// Adding `child` under `parent` would make the tree (with alias edges)
+    /// cyclic: `parent` is `child` itself, a descendant of it, or reached
+    /// from it through aliases.
+    #[error("adding {child} under {parent} would create a cycle")]
+    Cycle {
+        /// The would-be parent.
+        parent: RegionId,
+        /// The region being added.
+        child: RegionId,
+    },
+    /// The ioeventfd or coalesced range is already on the region.
+    #[error("{what} already present on region {region}")]
+    AlreadyPresent {
+        /// What was added.
+        what: &'static str,
+        /// The region.
+        region: RegionId,
+    },
+    /// A handle made by another `Memory`.
+    #[error("{what} {id} belongs to another Memory")]
+    ForeignHandle {
+        /// Kind of handle.
+        what: &'static str,
+        /// The handle, rendered.
+        id: String,
+    },
+    /// The region's kind does not support the operation.
+    #[error("region {region} ({kind}) does not support {operation}")]
+    KindMismatch {
+        /// The region.
+        region: RegionId,
+        /// Its kind.
+        kind: &'static str,
+        /// What was attempted.
+        operation: &'static str,
+    },
+    /// A listener refused one or more callbacks.
+    ///
+    /// From a commit (or any operation that committed implicitly) this
+    /// means the topology change **was applied** and every other listener
+    /// saw it; each refusing listener simply does not hold what it refused
+    /// (it gets no `region_del` / `eventfd_del` for it later). From
+    /// `register_listener` or `set_global_dirty_log` it means the operation
+    /// was undone: the listener is not registered, logging did not change.
+    #[error("{} listener callback(s) refused, first: {} {} said {}", failures.len(), failures[0].name, failures[0].event, failures[0].message)]
+    ListenerRefused {
+        /// What was refused, in dispatch order (never empty).
+        failures: Vec<ListenerFailure>,
+    },
+    /// The region cannot be destroyed while something refers to it.
+    #[error("region {region} is still in use: {reason}")]
+    RegionInUse {
+        /// The region.
+        region: RegionId,
+        /// What refers to it.
+        reason: &'static str,
+    },
+    /// `region` is not a subregion of `parent`.
+    #[error("region {region} is not a subregion of {parent}")]
+    NotASubregion {
+        /// The claimed parent.
+        parent: RegionId,
+        /// The region.
+        region: RegionId,
+    },
+    /// The ioeventfd or coalesced range is not on the region.
+    #[error("{what} not found on region {region}")]
+    NotFound {
+        /// What was looked for.
+        what: &'static str,
+        /// The region.
+        region: RegionId,
+    },
+    /// A range inside a region does not fit the region.
+    #[error("{what} [{start:#x}, +{size:#x}) does not fit region {region} of size {region_size:#x}")]
+    OutsideRegion {
+        /// What was placed.
+        what: &'static str,
+        /// The region.
+        region: RegionId,
+        /// Region-relative start.
+        start: u64,
+        /// Size.
+        size: u128,
+        /// The region's size.
+        region_size: u128,
+    },
+    /// A memory-backed region cannot grow past its host memory.
+    #[error("region {region} cannot have size {size:#x}: its host memory has {backing:#x} bytes")]
+    SizeExceedsBacking {
+        /// The region.
+        region: RegionId,
+        /// The size asked for.
+        size: u128,
+        /// The backing's length.
+        backing: u64,
+    },
+    /// A handle to an address space that was destroyed.
+    #[error("address space {0} does not exist (destroyed?)")]
+    StaleAddressSpace(AddressSpaceId),
+    /// A handle to a listener that was unregistered.
+    #[error("listener {0} is not registered")]
+    StaleListener(ListenerId),
+    /// A handle to a region that was destroyed.
+    #[error("region {0} does not exist (destroyed?)")]
+    StaleRegion(RegionId),
+    /// Subregions cannot be added to an alias (QEMU forbids it too: an
+    /// alias shows its target, nothing of its own).
+    #[error("cannot add a subregion to alias {alias}")]
+    SubregionOfAlias {
+        /// The alias.
+        alias: RegionId,
+    },
+    /// The kind needs a non-zero size.
+    #[error("{kind} region {name:?} cannot have size zero")]
+    ZeroSize {
+        /// The kind.
+        kind: &'static str,
+        /// The region's name.
+        name: String,
+    },
+}

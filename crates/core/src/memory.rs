@@ -1,0 +1,457 @@
+//! [`Memory`]: the region tree, its address spaces and listeners, and the
+//! transaction that keeps them in step.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::address_space::{AddressSpace, ViewHandle};
+use crate::dispatch::{Dispatcher, ListenerEntry};
+use crate::error::{Error, ListenerFailure};
+use crate::flatview::FlatView;
+use crate::id::{next_space, AddressSpaceId, Arena, ListenerId, Miss, RegionId};
+use crate::listener::{Listener, ListenerConfig, Unregister};
+use crate::region::Region;
+use crate::render::Regions;
+
+/// The whole memory map of a machine: regions, address spaces, listeners.
+///
+/// One writer mutates it through `&mut self`. Every mutation is atomic: it
+/// is checked completely before anything changes, so an error leaves the
+/// tree, the views and every listener as they were. Mutations outside a
+/// transaction commit at once; inside one ([`begin`](Self::begin) /
+/// [`commit`](Self::commit), which nest) they are dispatched together when
+/// the outermost transaction commits.
+pub struct Memory {
+    pub(crate) regions: Arena<Region>,
+    spaces: Arena<AddressSpace>,
+    space_order: Vec<AddressSpaceId>,
+    listeners: Arena<ListenerEntry>,
+    /// Every listener, ascending by (priority, registration order).
+    listener_order: Vec<ListenerId>,
+    listener_seq: u64,
+    depth: u32,
+    pending: bool,
+    global_dirty_log: bool,
+    doomed: Vec<RegionId>,
+}
+
+impl Default for Memory {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for Memory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Memory")
+            .field("regions", &self.regions.len())
+            .field("address_spaces", &self.space_order.len())
+            .field("listeners", &self.listener_order.len())
+            .field("depth", &self.depth)
+            .finish()
+    }
+}
+
+impl Memory {
+    /// An empty memory map.
+    pub fn new() -> Self {
+        let space = next_space();
+        Memory {
+            regions: Arena::new(space),
+            spaces: Arena::new(space),
+            space_order: Vec::new(),
+            listeners: Arena::new(space),
+            listener_order: Vec::new(),
+            listener_seq: 0,
+            depth: 0,
+            pending: false,
+            global_dirty_log: false,
+            doomed: Vec::new(),
+        }
+    }
+
+    // ----- handles -----
+
+    /// The region named by `id`.
+    pub fn region(&self, id: RegionId) -> Result<&Region, Error> {
+        match self.regions.check(id.0) {
+            Ok(()) => {}
+            Err(Miss::Stale) => return Err(Error::StaleRegion(id)),
+            Err(Miss::Foreign) => {
+                return Err(Error::ForeignHandle {
+                    what: "region",
+                    id: id.to_string(),
+                })
+            }
+        }
+        let r = self.regions.get(id.0).expect("checked");
+        if r.doomed {
+            return Err(Error::StaleRegion(id));
+        }
+        Ok(r)
+    }
+
+    pub(crate) fn region_mut(&mut self, id: RegionId) -> Result<&mut Region, Error> {
+        self.region(id)?;
+        Ok(self.regions.get_mut(id.0).expect("checked"))
+    }
+
+    fn space(&self, id: AddressSpaceId) -> Result<&AddressSpace, Error> {
+        match self.spaces.check(id.0) {
+            Ok(()) => Ok(self.spaces.get(id.0).expect("checked")),
+            Err(Miss::Stale) => Err(Error::StaleAddressSpace(id)),
+            Err(Miss::Foreign) => Err(Error::ForeignHandle {
+                what: "address space",
+                id: id.to_string(),
+            }),
+        }
+    }
+
+    fn check_listener(&self, id: ListenerId) -> Result<&ListenerEntry, Error> {
+        match self.listeners.check(id.0) {
+            Ok(()) => Ok(self.listeners.get(id.0).expect("checked")),
+            Err(Miss::Stale) => Err(Error::StaleListener(id)),
+            Err(Miss::Foreign) => Err(Error::ForeignHandle {
+                what: "listener",
+                id: id.to_string(),
+            }),
+        }
+    }
+
+    /// Every live region, in no particular order.
+    pub fn regions(&self) -> impl Iterator<Item = (RegionId, &Region)> {
+        self.regions
+            .iter()
+            .filter(|(_, r)| !r.doomed)
+            .map(|(raw, r)| (RegionId(raw), r))
+    }
+
+    /// The regions called `name`.
+    pub fn regions_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = RegionId> + 'a {
+        self.regions().filter(move |(_, r)| r.name == name).map(|(id, _)| id)
+    }
+
+    // ----- transactions -----
+
+    /// Opens a transaction (they nest).
+    pub fn begin(&mut self) {
+        self.depth += 1;
+    }
+
+    /// Closes a transaction; the outermost commit renders and dispatches.
+    pub fn commit(&mut self) -> Result<(), Error> {
+        if self.depth == 0 {
+            return Err(Error::CommitWithoutTransaction);
+        }
+        self.depth -= 1;
+        if self.depth == 0 {
+            self.finish()
+        } else {
+            Ok(())
+        }
+    }
+
+    /// True while a transaction is open.
+    pub fn in_transaction(&self) -> bool {
+        self.depth > 0
+    }
+
+    /// Runs `f` inside a transaction and commits it, whether `f` succeeded
+    /// or not (each operation in `f` is itself all-or-nothing).
+    pub fn transaction<T>(&mut self, f: impl FnOnce(&mut Memory) -> Result<T, Error>) -> Result<T, Error> {
+        self.begin();
+        let out = f(self);
+        let committed = self.commit();
+        let value = out?;
+        committed?;
+        Ok(value)
+    }
+
+    /// Runs one mutation as its own transaction (or as part of the open
+    /// one). `f` must check everything before changing anything.
+    pub(crate) fn apply<T>(&mut self, f: impl FnOnce(&mut Memory) -> Result<T, Error>) -> Result<T, Error> {
+        self.transaction(f)
+    }
+
+    pub(crate) fn mark_pending(&mut self) {
+        self.pending = true;
+    }
+
+    pub(crate) fn doom(&mut self, id: RegionId) {
+        self.regions.get_mut(id.0).expect("doomed region is live").doomed = true;
+        self.doomed.push(id);
+    }
+
+    fn finish(&mut self) -> Result<(), Error> {
+        let result = if std::mem::take(&mut self.pending) {
+            self.run_commit()
+        } else {
+            Ok(())
+        };
+        for id in std::mem::take(&mut self.doomed) {
+            self.regions.remove(id.0);
+        }
+        result
+    }
+
+    /// Brings every view up to date and tells the listeners (reference
+    /// engine: every view is rendered again from scratch).
+    fn run_commit(&mut self) -> Result<(), Error> {
+        let _span = tracing::debug_span!("commit", spaces = self.space_order.len()).entered();
+        let regions = Regions {
+            arena: &self.regions,
+            global_dirty_log: self.global_dirty_log,
+        };
+        let mut rendered: HashMap<Option<RegionId>, Arc<FlatView>> = HashMap::new();
+        let mut updates = Vec::new();
+        for &as_id in &self.space_order {
+            let space = self.spaces.get(as_id.0).expect("ordered spaces are live");
+            let root = regions.flat_root(space.root);
+            let view = rendered
+                .entry(root)
+                .or_insert_with(|| Arc::new(regions.render_view(root)));
+            if **view != *space.view {
+                updates.push((as_id, Arc::clone(view)));
+            }
+        }
+        if updates.is_empty() {
+            return Ok(());
+        }
+        let mut failures = Vec::new();
+        let mut d = Dispatcher {
+            regions: &self.regions,
+            listeners: &mut self.listeners,
+            failures: &mut failures,
+        };
+        d.bracket(&self.listener_order, false);
+        for (as_id, new) in updates {
+            let space = self.spaces.get_mut(as_id.0).expect("ordered spaces are live");
+            tracing::debug!(address_space = %space.name, ranges = new.ranges.len(), "view changed");
+            d.view_change(as_id, &space.listeners, &space.view, &new);
+            space.publish(new);
+        }
+        d.bracket(&self.listener_order, true);
+        refused(failures)
+    }
+
+    // ----- address spaces -----
+
+    /// Creates an address space named `name` whose contents are `root`.
+    pub fn create_address_space(&mut self, name: &str, root: RegionId) -> Result<AddressSpaceId, Error> {
+        self.apply(|m| {
+            m.region_mut(root)?.as_refs += 1;
+            let view = Arc::new(FlatView::default());
+            let id = AddressSpaceId(m.spaces.insert(AddressSpace {
+                name: name.to_owned(),
+                root,
+                published: Arc::new(ArcSwap::new(Arc::clone(&view))),
+                view,
+                listeners: Vec::new(),
+            }));
+            m.space_order.push(id);
+            m.mark_pending();
+            Ok(id)
+        })
+    }
+
+    /// Destroys an address space. Its listeners are unregistered in replay
+    /// mode (highest priority first) and handed back.
+    pub fn destroy_address_space(&mut self, id: AddressSpaceId) -> Result<Vec<Box<dyn Listener>>, Error> {
+        let listeners = self.space(id)?.listeners.clone();
+        let mut out = Vec::new();
+        for l in listeners.into_iter().rev() {
+            out.push(self.unregister_listener(l, Unregister::Replay)?);
+        }
+        let space = self.spaces.remove(id.0).expect("checked");
+        self.space_order.retain(|s| *s != id);
+        if let Some(root) = self.regions.get_mut(space.root.0) {
+            root.as_refs -= 1;
+        }
+        Ok(out)
+    }
+
+    /// Address spaces in creation order.
+    pub fn address_spaces(&self) -> impl Iterator<Item = AddressSpaceId> + '_ {
+        self.space_order.iter().copied()
+    }
+
+    /// The name of an address space.
+    pub fn address_space_name(&self, id: AddressSpaceId) -> Result<&str, Error> {
+        Ok(&self.space(id)?.name)
+    }
+
+    /// The root region of an address space.
+    pub fn address_space_root(&self, id: AddressSpaceId) -> Result<RegionId, Error> {
+        Ok(self.space(id)?.root)
+    }
+
+    /// The committed flat view of an address space.
+    pub fn view(&self, id: AddressSpaceId) -> Result<Arc<FlatView>, Error> {
+        Ok(Arc::clone(&self.space(id)?.view))
+    }
+
+    /// A handle readers keep to load committed views lock-free.
+    pub fn view_handle(&self, id: AddressSpaceId) -> Result<ViewHandle, Error> {
+        Ok(ViewHandle {
+            published: Arc::clone(&self.space(id)?.published),
+        })
+    }
+
+    /// The listeners of an address space, ascending by priority.
+    pub fn listeners_of(&self, id: AddressSpaceId) -> Result<&[ListenerId], Error> {
+        Ok(&self.space(id)?.listeners)
+    }
+
+    // ----- listeners -----
+
+    /// Registers `listener` on `as_id` and replays the current view to it.
+    ///
+    /// If the listener refuses anything during the replay, what it accepted
+    /// is taken back (replayed as deletions), it is not registered, and
+    /// [`Error::ListenerRefused`] is returned.
+    pub fn register_listener(
+        &mut self,
+        as_id: AddressSpaceId,
+        config: ListenerConfig,
+        listener: Box<dyn Listener>,
+    ) -> Result<ListenerId, Error> {
+        self.space(as_id)?;
+        self.listener_seq += 1;
+        let entry = ListenerEntry {
+            config,
+            address_space: as_id,
+            seq: self.listener_seq,
+            listener,
+            refused_ranges: Vec::new(),
+            refused_fds: Vec::new(),
+        };
+        let key = entry.order_key();
+        let id = ListenerId(self.listeners.insert(entry));
+        let listeners = &self.listeners;
+        let by_key = |l: &ListenerId| listeners.get(l.0).expect("live").order_key();
+        let pos = self.listener_order.partition_point(|l| by_key(l) < key);
+        self.listener_order.insert(pos, id);
+        let space = self.spaces.get_mut(as_id.0).expect("checked");
+        let pos = space.listeners.partition_point(|l| by_key(l) < key);
+        space.listeners.insert(pos, id);
+
+        let empty = FlatView::default();
+        let mut failures = Vec::new();
+        let mut d = Dispatcher {
+            regions: &self.regions,
+            listeners: &mut self.listeners,
+            failures: &mut failures,
+        };
+        d.bracket(&[id], false);
+        d.view_change(as_id, &[id], &empty, &space.view);
+        d.bracket(&[id], true);
+        if failures.is_empty() {
+            return Ok(id);
+        }
+        let mut undo = Vec::new();
+        let mut d = Dispatcher {
+            regions: &self.regions,
+            listeners: &mut self.listeners,
+            failures: &mut undo,
+        };
+        d.bracket(&[id], false);
+        d.view_change(as_id, &[id], &space.view, &empty);
+        d.bracket(&[id], true);
+        self.forget_listener(id);
+        refused(failures).map(|()| id)
+    }
+
+    /// Unregisters a listener and hands it back; see [`Unregister`].
+    pub fn unregister_listener(&mut self, id: ListenerId, mode: Unregister) -> Result<Box<dyn Listener>, Error> {
+        let as_id = self.check_listener(id)?.address_space;
+        if mode == Unregister::Replay {
+            let space = self.spaces.get(as_id.0).expect("listener's space is live");
+            let empty = FlatView::default();
+            let mut failures = Vec::new();
+            let mut d = Dispatcher {
+                regions: &self.regions,
+                listeners: &mut self.listeners,
+                failures: &mut failures,
+            };
+            d.bracket(&[id], false);
+            d.view_change(as_id, &[id], &space.view, &empty);
+            d.bracket(&[id], true);
+        }
+        Ok(self.forget_listener(id))
+    }
+
+    fn forget_listener(&mut self, id: ListenerId) -> Box<dyn Listener> {
+        let entry = self.listeners.remove(id.0).expect("live listener");
+        self.listener_order.retain(|l| *l != id);
+        if let Some(space) = self.spaces.get_mut(entry.address_space.0) {
+            space.listeners.retain(|l| *l != id);
+        }
+        entry.listener
+    }
+
+    /// The configuration a listener was registered with.
+    pub fn listener_config(&self, id: ListenerId) -> Result<&ListenerConfig, Error> {
+        Ok(&self.check_listener(id)?.config)
+    }
+
+    // ----- dirty logging -----
+
+    /// True while global (migration) dirty logging is on.
+    pub fn global_dirty_log(&self) -> bool {
+        self.global_dirty_log
+    }
+
+    /// Starts or stops global dirty logging: `log_global_start` to every
+    /// listener (ascending) or `log_global_stop` (descending), then every
+    /// migratable range gains or loses the migration client (`log_start` /
+    /// `log_stop` in the commit). A refused start stops the listeners
+    /// already started and changes nothing.
+    pub fn set_global_dirty_log(&mut self, on: bool) -> Result<(), Error> {
+        if on == self.global_dirty_log {
+            return Ok(());
+        }
+        let mut failures = Vec::new();
+        let mut d = Dispatcher {
+            regions: &self.regions,
+            listeners: &mut self.listeners,
+            failures: &mut failures,
+        };
+        if on {
+            if !d.log_global_start(&self.listener_order) {
+                return refused(failures);
+            }
+        } else {
+            d.log_global_stop(&self.listener_order);
+        }
+        self.apply(|m| {
+            m.global_dirty_log = on;
+            m.mark_pending();
+            Ok(())
+        })
+    }
+
+    /// Sends `log_sync` for every logged range of `as_id` to its listeners.
+    pub fn log_sync(&mut self, as_id: AddressSpaceId) -> Result<(), Error> {
+        let space = self.space(as_id)?;
+        let view = Arc::clone(&space.view);
+        let order = space.listeners.clone();
+        let mut failures = Vec::new();
+        Dispatcher {
+            regions: &self.regions,
+            listeners: &mut self.listeners,
+            failures: &mut failures,
+        }
+        .log_sync(as_id, &order, &view);
+        Ok(())
+    }
+}
+
+fn refused(failures: Vec<ListenerFailure>) -> Result<(), Error> {
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::ListenerRefused { failures })
+    }
+}

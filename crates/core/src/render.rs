@@ -1,0 +1,271 @@
+//! The reference renderer: a region tree to a flat view, by QEMU's rules.
+//!
+//! The rules (each has a unit test in `tests` below):
+//! - a disabled region contributes nothing, subtree included;
+//! - subregions render in list order — descending priority, most recently
+//!   added first among equals — and what renders first wins, so a region
+//!   only fills the gaps earlier (higher-priority) siblings left;
+//! - each region is clipped to its parent's window; the root window is
+//!   `[0, 2^64)`;
+//! - an alias renders its target shifted by (alias address − alias
+//!   offset), clipped to the alias's own window; the target's own address
+//!   in its parent plays no part;
+//! - `readonly`, `nonvolatile` and `unmergeable` are inherited downwards
+//!   (through containers and aliases);
+//! - a terminating region (anything but a container or alias) renders its
+//!   subregions first and then fills the gaps they left with itself;
+//! - adjacent ranges of one region with contiguous offsets and equal
+//!   attributes merge (QEMU's `flatview_simplify`); unmergeable ones never.
+//!
+//! Deliberate difference from QEMU: the root of an address space is placed
+//! at address 0 whatever its own address in some parent, whereas QEMU adds
+//! the flat-view root's `addr` (only visible when a root is also mapped at
+//! a non-zero address elsewhere).
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use crate::flatview::{FlatRange, FlatView};
+use crate::id::{Arena, RegionId};
+use crate::ioevent::{FlatCoalesced, FlatIoeventfd};
+use crate::region::{DirtyClient, DirtyLogMask, Region, RegionKind, SIZE_2_64};
+
+/// Read-only access to the region arena for rendering.
+pub(crate) struct Regions<'a> {
+    pub(crate) arena: &'a Arena<Region>,
+    pub(crate) global_dirty_log: bool,
+}
+
+impl Regions<'_> {
+    pub(crate) fn get(&self, id: RegionId) -> &Region {
+        self.arena
+            .get(id.0)
+            .expect("render: the tree refers only to live regions")
+    }
+
+    /// The dirty-log mask a flat range of `region` carries (QEMU's
+    /// `memory_region_get_dirty_log_mask`): the region's own clients, plus
+    /// migration for migratable memory while global logging is on.
+    pub(crate) fn dirty_mask(&self, region: &Region) -> DirtyLogMask {
+        let migratable = matches!(
+            region.kind,
+            RegionKind::Ram { device: false, .. }
+                | RegionKind::RomDevice { .. }
+                | RegionKind::Iommu { .. }
+        );
+        if self.global_dirty_log && migratable {
+            region.dirty_log_mask.with(DirtyClient::Migration, true)
+        } else {
+            region.dirty_log_mask
+        }
+    }
+
+    /// QEMU's `memory_region_get_flatview_root`: follow enabled full-size
+    /// aliases at offset 0, and containers whose only enabled child covers
+    /// them from offset 0, so that address spaces share views. `None` when
+    /// the root is disabled or an empty container.
+    pub(crate) fn flat_root(&self, root: RegionId) -> Option<RegionId> {
+        let mut id = root;
+        loop {
+            let r = self.get(id);
+            if !r.enabled {
+                return None;
+            }
+            match r.kind {
+                RegionKind::Alias { target, offset } if offset == 0 && r.size >= self.get(target).size => {
+                    id = target;
+                    continue;
+                }
+                RegionKind::Container => {
+                    let mut enabled = r.subregions.iter().filter(|c| self.get(**c).enabled);
+                    match (enabled.next(), enabled.next()) {
+                        (None, _) => return None,
+                        (Some(&only), None) => {
+                            let c = self.get(only);
+                            if c.addr == 0 && r.size >= c.size {
+                                id = only;
+                                continue;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                _ => {}
+            }
+            return Some(id);
+        }
+    }
+
+    /// Renders `root` into a complete flat view.
+    pub(crate) fn render_view(&self, root: Option<RegionId>) -> FlatView {
+        let ranges = match root {
+            Some(root) => self.render_window(root, 0, SIZE_2_64 as i128),
+            None => Vec::new(),
+        };
+        let (ioeventfds, coalesced) = self.placements(&ranges);
+        FlatView {
+            root,
+            ranges,
+            ioeventfds,
+            coalesced,
+        }
+    }
+
+    /// Renders the part of `root` (placed at 0) inside `[lo, hi)`, merged.
+    pub(crate) fn render_window(&self, root: RegionId, lo: i128, hi: i128) -> Vec<FlatRange> {
+        let mut out = Partial::default();
+        let r = self.get(root);
+        // Place the root at 0 whatever its address in a parent.
+        let base = -(r.addr as i128);
+        self.render(&mut out, root, base, (lo, hi), Inherited::default());
+        simplify(out.ranges.into_values())
+    }
+
+    fn render(&self, out: &mut Partial, id: RegionId, base: i128, clip: (i128, i128), inh: Inherited) {
+        let r = self.get(id);
+        if !r.enabled {
+            return;
+        }
+        let start = base + r.addr as i128;
+        let end = start + r.size as i128;
+        let clip = (clip.0.max(start), clip.1.min(end));
+        if clip.0 >= clip.1 {
+            return;
+        }
+        let inh = Inherited {
+            readonly: inh.readonly || r.readonly,
+            nonvolatile: inh.nonvolatile || r.nonvolatile,
+            unmergeable: inh.unmergeable || r.unmergeable,
+        };
+        if let RegionKind::Alias { target, offset } = r.kind {
+            // The target's own address cancels out: it is shown at
+            // `start - offset` regardless of where it sits in a parent.
+            let target_base = start - offset as i128 - self.get(target).addr as i128;
+            self.render(out, target, target_base, clip, inh);
+            return;
+        }
+        for &sub in &r.subregions {
+            self.render(out, sub, start, clip, inh);
+        }
+        if !r.kind.terminates() {
+            return;
+        }
+        let template = FlatRange {
+            start: 0,
+            last: 0,
+            region: id,
+            offset_in_region: 0,
+            readonly: inh.readonly,
+            nonvolatile: inh.nonvolatile,
+            unmergeable: inh.unmergeable,
+            romd_mode: r.romd_mode(),
+            dirty_log_mask: self.dirty_mask(r),
+        };
+        out.fill_gaps(clip, start, template);
+    }
+
+    /// Places the ioeventfds and coalesced ranges of the regions in
+    /// `ranges` at their address-space addresses.
+    pub(crate) fn placements(&self, ranges: &[FlatRange]) -> (Vec<FlatIoeventfd>, Vec<FlatCoalesced>) {
+        let mut fds = Vec::new();
+        let mut coalesced = Vec::new();
+        for fr in ranges {
+            let r = self.get(fr.region);
+            if r.ioeventfds.is_empty() && r.coalesced.is_empty() {
+                continue;
+            }
+            let shift = fr.start as i128 - fr.offset_in_region as i128;
+            let (lo, hi) = (fr.start as i128, fr.last as i128 + 1);
+            for fd in &r.ioeventfds {
+                let addr = fd.addr as i128 + shift;
+                // QEMU's intersection test, under which a zero-length fd
+                // counts when its address lies in the range.
+                let inside = (addr >= lo && addr < hi) || (lo >= addr && lo < addr + fd.size as i128);
+                if inside && addr >= 0 {
+                    fds.push(FlatIoeventfd {
+                        addr: addr as u64,
+                        region: fr.region,
+                        fd: fd.clone(),
+                    });
+                }
+            }
+            for c in &r.coalesced {
+                let s = (c.start as i128 + shift).max(lo);
+                let e = (c.start as i128 + c.size as i128 + shift).min(hi);
+                if s < e {
+                    coalesced.push(FlatCoalesced {
+                        addr: s as u64,
+                        size: (e - s) as u64,
+                        region: fr.region,
+                    });
+                }
+            }
+        }
+        fds.sort_by_key(FlatIoeventfd::key);
+        fds.dedup_by_key(|f| f.key());
+        coalesced.sort();
+        coalesced.dedup();
+        (fds, coalesced)
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Inherited {
+    readonly: bool,
+    nonvolatile: bool,
+    unmergeable: bool,
+}
+
+/// Ranges rendered so far, keyed by start; disjoint.
+#[derive(Default)]
+struct Partial {
+    ranges: BTreeMap<i128, FlatRange>,
+}
+
+impl Partial {
+    /// Adds `template` over every part of `clip` not yet covered; `origin`
+    /// is where offset 0 of the region lies.
+    fn fill_gaps(&mut self, clip: (i128, i128), origin: i128, template: FlatRange) {
+        let (mut pos, end) = clip;
+        let mut gaps = Vec::new();
+        // A range starting before `pos` may still cover it.
+        let before = self.ranges.range(..=pos).next_back().map(|(_, r)| r.last as i128 + 1);
+        if let Some(covered_to) = before {
+            pos = pos.max(covered_to);
+        }
+        for (_, r) in self.ranges.range((Bound::Excluded(clip.0), Bound::Excluded(end))) {
+            let s = r.start as i128;
+            if s > pos {
+                gaps.push((pos, s.min(end)));
+            }
+            pos = pos.max(r.last as i128 + 1);
+            if pos >= end {
+                break;
+            }
+        }
+        if pos < end {
+            gaps.push((pos, end));
+        }
+        for (s, e) in gaps {
+            let fr = FlatRange {
+                start: s as u64,
+                last: (e - 1) as u64,
+                offset_in_region: (s - origin) as u64,
+                ..template
+            };
+            self.ranges.insert(s, fr);
+        }
+    }
+}
+
+/// Merges neighbours that `can_merge`.
+fn simplify(ranges: impl Iterator<Item = FlatRange>) -> Vec<FlatRange> {
+    let mut out: Vec<FlatRange> = Vec::new();
+    for fr in ranges {
+        match out.last_mut() {
+            Some(prev) if prev.can_merge(&fr) => prev.last = fr.last,
+            _ => out.push(fr),
+        }
+    }
+    out
+}
