@@ -364,3 +364,7 @@ impl Dispatcher<'_> {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "dispatch_tests.rs"]
+mod tests;

@@ -48,6 +48,7 @@ pub mod listener;
 mod memory;
 mod ops;
 mod range;
+pub mod recorder;
 mod region;
 mod render;
 mod tree;

@@ -17,10 +17,11 @@
 //! - adjacent ranges of one region with contiguous offsets and equal
 //!   attributes merge (QEMU's `flatview_simplify`); unmergeable ones never.
 //!
-//! Deliberate difference from QEMU: the root of an address space is placed
+//! Deliberate differences from QEMU: the root of an address space is placed
 //! at address 0 whatever its own address in some parent, whereas QEMU adds
 //! the flat-view root's `addr` (only visible when a root is also mapped at
-//! a non-zero address elsewhere).
+//! a non-zero address elsewhere); and the search for a shared root does not
+//! skip regions whose flags would be lost (see `flat_root`).
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -64,12 +65,20 @@ impl Regions<'_> {
     /// aliases at offset 0, and containers whose only enabled child covers
     /// them from offset 0, so that address spaces share views. `None` when
     /// the root is disabled or an empty container.
+    ///
+    /// Unlike QEMU, the walk stops at a region that sets `readonly`,
+    /// `nonvolatile` or `unmergeable`: skipping it would drop the flag from
+    /// everything below (QEMU renders a read-only full-size alias used as
+    /// a root as writable).
     pub(crate) fn flat_root(&self, root: RegionId) -> Option<RegionId> {
         let mut id = root;
         loop {
             let r = self.get(id);
             if !r.enabled {
                 return None;
+            }
+            if r.readonly || r.nonvolatile || r.unmergeable {
+                return Some(id);
             }
             match r.kind {
                 RegionKind::Alias { target, offset } if offset == 0 && r.size >= self.get(target).size => {
@@ -269,3 +278,7 @@ fn simplify(ranges: impl Iterator<Item = FlatRange>) -> Vec<FlatRange> {
     }
     out
 }
+
+#[cfg(test)]
+#[path = "render_tests.rs"]
+mod tests;
