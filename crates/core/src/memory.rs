@@ -46,7 +46,7 @@ impl Default for Memory {
 impl std::fmt::Debug for Memory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Memory")
-            .field("regions", &self.regions.len())
+            .field("regions", &self.regions().count())
             .field("address_spaces", &self.space_order.len())
             .field("listeners", &self.listener_order.len())
             .field("depth", &self.depth)
