@@ -84,7 +84,12 @@ fn walk<'a>(old: &'a [FlatRange], new: &'a [FlatRange], mut f: impl FnMut(Step<'
 
 /// Walks two sorted lists by key, calling `f(old, new)` for each element
 /// present on one side only.
-fn walk_sorted<T, K: Ord>(old: &[T], new: &[T], key: impl Fn(&T) -> K, mut f: impl FnMut(Option<&T>, Option<&T>)) {
+fn walk_sorted<T, K: Ord>(
+    old: &[T],
+    new: &[T],
+    key: impl Fn(&T) -> K,
+    mut f: impl FnMut(Option<&T>, Option<&T>),
+) {
     let (mut i, mut j) = (0, 0);
     while i < old.len() || j < new.len() {
         match (old.get(i), new.get(j)) {
@@ -123,7 +128,11 @@ pub(crate) struct Dispatcher<'a> {
 }
 
 impl Dispatcher<'_> {
-    fn with<R>(&mut self, id: ListenerId, f: impl FnOnce(&mut ListenerEntry, &mut ListenerCx<'_>) -> R) -> Option<R> {
+    fn with<R>(
+        &mut self,
+        id: ListenerId,
+        f: impl FnOnce(&mut ListenerEntry, &mut ListenerCx<'_>) -> R,
+    ) -> Option<R> {
         let entry = self.listeners.get_mut(id.0)?;
         let mut cx = ListenerCx {
             regions: self.regions,
@@ -141,7 +150,13 @@ impl Dispatcher<'_> {
         Section::new(as_id, *fr, region)
     }
 
-    fn fail(&mut self, id: ListenerId, event: &'static str, range: Option<(u64, u128)>, err: crate::ListenerError) {
+    fn fail(
+        &mut self,
+        id: ListenerId,
+        event: &'static str,
+        range: Option<(u64, u128)>,
+        err: crate::ListenerError,
+    ) {
         let name = self
             .listeners
             .get(id.0)
@@ -173,7 +188,13 @@ impl Dispatcher<'_> {
 
     /// Tells `order` (the listeners of `as_id`, ascending) how the view
     /// went from `old` to `new`.
-    pub(crate) fn view_change(&mut self, as_id: AddressSpaceId, order: &[ListenerId], old: &FlatView, new: &FlatView) {
+    pub(crate) fn view_change(
+        &mut self,
+        as_id: AddressSpaceId,
+        order: &[ListenerId],
+        old: &FlatView,
+        new: &FlatView,
+    ) {
         walk(&old.ranges, &new.ranges, |step| {
             if let Step::Deleted(o) = step {
                 self.range_deleted(as_id, order, o);
@@ -184,26 +205,46 @@ impl Dispatcher<'_> {
             Step::Added(n) => self.range_added(as_id, order, n),
             Step::Deleted(_) => {}
         });
-        walk_sorted(&old.ioeventfds, &new.ioeventfds, FlatIoeventfd::key, |o, _| {
-            if let Some(o) = o {
-                self.fd_deleted(order, o);
-            }
-        });
-        walk_sorted(&old.ioeventfds, &new.ioeventfds, FlatIoeventfd::key, |_, n| {
-            if let Some(n) = n {
-                self.fd_added(order, n);
-            }
-        });
-        walk_sorted(&old.coalesced, &new.coalesced, |c| *c, |o, _| {
-            if let Some(o) = o {
-                self.coalesced(order, o, false);
-            }
-        });
-        walk_sorted(&old.coalesced, &new.coalesced, |c| *c, |_, n| {
-            if let Some(n) = n {
-                self.coalesced(order, n, true);
-            }
-        });
+        walk_sorted(
+            &old.ioeventfds,
+            &new.ioeventfds,
+            FlatIoeventfd::key,
+            |o, _| {
+                if let Some(o) = o {
+                    self.fd_deleted(order, o);
+                }
+            },
+        );
+        walk_sorted(
+            &old.ioeventfds,
+            &new.ioeventfds,
+            FlatIoeventfd::key,
+            |_, n| {
+                if let Some(n) = n {
+                    self.fd_added(order, n);
+                }
+            },
+        );
+        walk_sorted(
+            &old.coalesced,
+            &new.coalesced,
+            |c| *c,
+            |o, _| {
+                if let Some(o) = o {
+                    self.coalesced(order, o, false);
+                }
+            },
+        );
+        walk_sorted(
+            &old.coalesced,
+            &new.coalesced,
+            |c| *c,
+            |_, n| {
+                if let Some(n) = n {
+                    self.coalesced(order, n, true);
+                }
+            },
+        );
     }
 
     fn range_deleted(&mut self, as_id: AddressSpaceId, order: &[ListenerId], fr: &FlatRange) {
@@ -248,7 +289,13 @@ impl Dispatcher<'_> {
         }
     }
 
-    fn range_kept(&mut self, as_id: AddressSpaceId, order: &[ListenerId], old: &FlatRange, new: &FlatRange) {
+    fn range_kept(
+        &mut self,
+        as_id: AddressSpaceId,
+        order: &[ListenerId],
+        old: &FlatRange,
+        new: &FlatRange,
+    ) {
         let (o, n) = (old.dirty_log_mask.0, new.dirty_log_mask.0);
         let wants_any = o != n
             || order
@@ -302,10 +349,18 @@ impl Dispatcher<'_> {
         for &id in order {
             let refused = self.with(id, |e, cx| {
                 tracing::trace!(listener = %e.config.name, event = "eventfd_add", addr = fd.addr);
-                e.listener.eventfd_add(cx, fd).err().inspect(|_| e.refused_fds.push(fd.key()))
+                e.listener
+                    .eventfd_add(cx, fd)
+                    .err()
+                    .inspect(|_| e.refused_fds.push(fd.key()))
             });
             if let Some(Some(err)) = refused {
-                self.fail(id, "eventfd_add", Some((fd.addr, fd.addr as u128 + fd.fd.size as u128)), err);
+                self.fail(
+                    id,
+                    "eventfd_add",
+                    Some((fd.addr, fd.addr as u128 + fd.fd.size as u128)),
+                    err,
+                );
             }
         }
     }
@@ -330,8 +385,17 @@ impl Dispatcher<'_> {
     }
 
     /// `log_sync` for every logged range of `view`, ascending.
-    pub(crate) fn log_sync(&mut self, as_id: AddressSpaceId, order: &[ListenerId], view: &FlatView) {
-        for fr in view.ranges.iter().filter(|fr| !fr.dirty_log_mask.is_empty()) {
+    pub(crate) fn log_sync(
+        &mut self,
+        as_id: AddressSpaceId,
+        order: &[ListenerId],
+        view: &FlatView,
+    ) {
+        for fr in view
+            .ranges
+            .iter()
+            .filter(|fr| !fr.dirty_log_mask.is_empty())
+        {
             let section = self.section(as_id, fr);
             for &id in order {
                 self.with(id, |e, cx| {

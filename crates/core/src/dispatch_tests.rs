@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use crate::recorder::{Event, EventLog, Recorder};
 use crate::{
-    AddressSpaceId, DirtyClient, EventNotifier, Ioeventfd, ListenerConfig, Memory, NullOps, RegionId, Unregister,
-    SIZE_2_64,
+    AddressSpaceId, DirtyClient, EventNotifier, Ioeventfd, ListenerConfig, Memory, NullOps,
+    RegionId, Unregister, SIZE_2_64,
 };
 
 struct Machine {
@@ -101,8 +101,15 @@ fn deletions_go_in_descending_priority() {
     m.listen("low", -5);
     m.log.take();
     m.mem.del_subregion(m.root, r).unwrap();
-    let dels: Vec<_> = m.names().into_iter().filter(|(_, e)| *e == "region_del").collect();
-    assert_eq!(dels, pairs(&[("high", "region_del"), ("low", "region_del")]));
+    let dels: Vec<_> = m
+        .names()
+        .into_iter()
+        .filter(|(_, e)| *e == "region_del")
+        .collect();
+    assert_eq!(
+        dels,
+        pairs(&[("high", "region_del"), ("low", "region_del")])
+    );
 }
 
 #[test]
@@ -112,8 +119,15 @@ fn equal_priorities_keep_registration_order() {
     m.listen("second", 0);
     m.log.take();
     m.ram("r", 0, 0x1000);
-    let adds: Vec<_> = m.names().into_iter().filter(|(_, e)| *e == "region_add").collect();
-    assert_eq!(adds, pairs(&[("first", "region_add"), ("second", "region_add")]));
+    let adds: Vec<_> = m
+        .names()
+        .into_iter()
+        .filter(|(_, e)| *e == "region_add")
+        .collect();
+    assert_eq!(
+        adds,
+        pairs(&[("first", "region_add"), ("second", "region_add")])
+    );
 }
 
 #[test]
@@ -127,7 +141,10 @@ fn all_deletions_precede_all_additions() {
     m.mem.set_address(a, 0x20000).unwrap();
     m.mem.commit().unwrap();
     let kinds: Vec<&str> = m.names().into_iter().map(|(_, e)| e).collect();
-    assert_eq!(kinds, vec!["begin", "region_del", "region_add", "region_add", "commit"]);
+    assert_eq!(
+        kinds,
+        vec!["begin", "region_del", "region_add", "region_add", "commit"]
+    );
 }
 
 #[test]
@@ -152,7 +169,11 @@ fn unchanged_ranges_get_nop_only_when_asked() {
     m.listen("plain", 0);
     m.log.take();
     m.ram("b", 0x10000, 0x1000);
-    let nops: Vec<_> = m.names().into_iter().filter(|(_, e)| *e == "region_nop").collect();
+    let nops: Vec<_> = m
+        .names()
+        .into_iter()
+        .filter(|(_, e)| *e == "region_nop")
+        .collect();
     assert_eq!(nops, pairs(&[("nop", "region_nop")]));
 }
 
@@ -182,7 +203,14 @@ fn logged_range_stops_logging_before_deletion_and_starts_after_addition() {
     let kinds: Vec<&str> = m.names().into_iter().map(|(_, e)| e).collect();
     assert_eq!(
         kinds,
-        vec!["begin", "log_stop", "region_del", "region_add", "log_start", "commit"]
+        vec![
+            "begin",
+            "log_stop",
+            "region_del",
+            "region_add",
+            "log_start",
+            "commit"
+        ]
     );
 }
 
@@ -194,10 +222,16 @@ fn global_dirty_log_starts_listeners_then_logs_ram() {
     m.log.take();
     m.mem.set_global_dirty_log(true).unwrap();
     let kinds: Vec<&str> = m.names().into_iter().map(|(_, e)| e).collect();
-    assert_eq!(kinds, vec!["log_global_start", "begin", "log_start", "commit"]);
+    assert_eq!(
+        kinds,
+        vec!["log_global_start", "begin", "log_start", "commit"]
+    );
     m.mem.set_global_dirty_log(false).unwrap();
     let kinds: Vec<&str> = m.names().into_iter().map(|(_, e)| e).collect();
-    assert_eq!(kinds, vec!["log_global_stop", "begin", "log_stop", "commit"]);
+    assert_eq!(
+        kinds,
+        vec!["log_global_stop", "begin", "log_stop", "commit"]
+    );
 }
 
 #[test]
@@ -207,14 +241,22 @@ fn refused_global_log_start_stops_the_started_and_changes_nothing() {
     m.listen("ok", 0);
     let rec = Recorder::new("no", &m.log).refusing(|e| *e == Event::LogGlobalStart);
     m.mem
-        .register_listener(m.as_id, ListenerConfig::new("no").priority(1), Box::new(rec))
+        .register_listener(
+            m.as_id,
+            ListenerConfig::new("no").priority(1),
+            Box::new(rec),
+        )
         .unwrap();
     m.log.take();
     assert!(m.mem.set_global_dirty_log(true).is_err());
     assert!(!m.mem.global_dirty_log());
     assert_eq!(
         m.names(),
-        pairs(&[("ok", "log_global_start"), ("no", "log_global_start"), ("ok", "log_global_stop")])
+        pairs(&[
+            ("ok", "log_global_start"),
+            ("no", "log_global_start"),
+            ("ok", "log_global_stop")
+        ])
     );
 }
 
@@ -263,7 +305,10 @@ fn ioeventfds_follow_their_region_after_ranges() {
         .collect();
     assert_eq!(
         fds,
-        vec![&Event::EventfdDel(0x1010, 4, Some(1)), &Event::EventfdAdd(0x2010, 4, Some(1))]
+        vec![
+            &Event::EventfdDel(0x1010, 4, Some(1)),
+            &Event::EventfdAdd(0x2010, 4, Some(1))
+        ]
     );
 }
 
@@ -276,7 +321,10 @@ fn coalesced_ranges_come_after_eventfds() {
     m.log.take();
     m.mem.add_subregion(m.root, 0x1000, dev).unwrap();
     let kinds: Vec<&str> = m.names().into_iter().map(|(_, e)| e).collect();
-    assert_eq!(kinds, vec!["begin", "region_add", "coalesced_io_add", "commit"]);
+    assert_eq!(
+        kinds,
+        vec!["begin", "region_add", "coalesced_io_add", "commit"]
+    );
 }
 
 #[test]
@@ -314,7 +362,10 @@ fn replay_unregister_deletes_everything_held() {
     m.ram("a", 0, 0x1000);
     m.ram("b", 0x2000, 0x1000);
     let rec = Box::new(Recorder::new("l", &m.log));
-    let id = m.mem.register_listener(m.as_id, ListenerConfig::new("l"), rec).unwrap();
+    let id = m
+        .mem
+        .register_listener(m.as_id, ListenerConfig::new("l"), rec)
+        .unwrap();
     m.mem.unregister_listener(id, Unregister::Replay).unwrap();
     let held = crate::recorder::holdings(&m.log.events_of("l"));
     assert!(held.is_empty());
@@ -326,7 +377,10 @@ fn detach_unregister_sends_nothing() {
     let mut m = machine();
     m.ram("a", 0, 0x1000);
     let rec = Box::new(Recorder::new("l", &m.log));
-    let id = m.mem.register_listener(m.as_id, ListenerConfig::new("l"), rec).unwrap();
+    let id = m
+        .mem
+        .register_listener(m.as_id, ListenerConfig::new("l"), rec)
+        .unwrap();
     m.log.take();
     m.mem.unregister_listener(id, Unregister::Detach).unwrap();
     assert!(m.log.entries().is_empty());
@@ -337,7 +391,8 @@ fn detach_unregister_sends_nothing() {
 fn refused_region_add_is_never_deleted_and_commit_reports_it() {
     let mut m = machine();
     m.listen("ok", 0);
-    let rec = Recorder::new("picky", &m.log).refusing(|e| matches!(e, Event::RegionAdd(r) if r.start == 0x1000));
+    let rec = Recorder::new("picky", &m.log)
+        .refusing(|e| matches!(e, Event::RegionAdd(r) if r.start == 0x1000));
     m.mem
         .register_listener(m.as_id, ListenerConfig::new("picky"), Box::new(rec))
         .unwrap();
@@ -347,7 +402,9 @@ fn refused_region_add_is_never_deleted_and_commit_reports_it() {
         m.mem.del_subregion(m.root, r).unwrap();
         e
     };
-    assert!(matches!(err, crate::Error::ListenerRefused { ref failures } if failures[0].name == "picky"));
+    assert!(
+        matches!(err, crate::Error::ListenerRefused { ref failures } if failures[0].name == "picky")
+    );
     let picky = m.log.events_of("picky");
     assert!(!picky.iter().any(|e| matches!(e, Event::RegionDel(_))));
     let ok = m.log.events_of("ok");
@@ -359,14 +416,18 @@ fn refused_registration_takes_back_what_was_accepted() {
     let mut m = machine();
     m.ram("a", 0, 0x1000);
     m.ram("b", 0x2000, 0x1000);
-    let rec = Recorder::new("picky", &m.log).refusing(|e| matches!(e, Event::RegionAdd(r) if r.start == 0x2000));
+    let rec = Recorder::new("picky", &m.log)
+        .refusing(|e| matches!(e, Event::RegionAdd(r) if r.start == 0x2000));
     let err = m
         .mem
         .register_listener(m.as_id, ListenerConfig::new("picky"), Box::new(rec))
         .unwrap_err();
     assert!(matches!(err, crate::Error::ListenerRefused { .. }));
     let events = m.log.events_of("picky");
-    let accepted_then_deleted = events.iter().filter(|e| matches!(e, Event::RegionDel(r) if r.start == 0)).count();
+    let accepted_then_deleted = events
+        .iter()
+        .filter(|e| matches!(e, Event::RegionDel(r) if r.start == 0))
+        .count();
     assert_eq!(accepted_then_deleted, 1);
     assert!(m.mem.listeners_of(m.as_id).unwrap().is_empty());
 }
@@ -377,8 +438,13 @@ fn begin_and_commit_reach_listeners_of_unchanged_spaces() {
     let other_root = m.mem.create_container("other", 0x1000).unwrap();
     let other = m.mem.create_address_space("other", other_root).unwrap();
     let rec = Box::new(Recorder::new("bystander", &m.log));
-    m.mem.register_listener(other, ListenerConfig::new("bystander"), rec).unwrap();
+    m.mem
+        .register_listener(other, ListenerConfig::new("bystander"), rec)
+        .unwrap();
     m.log.take();
     m.ram("a", 0, 0x1000);
-    assert_eq!(m.log.events_of("bystander"), vec![Event::Begin, Event::Commit]);
+    assert_eq!(
+        m.log.events_of("bystander"),
+        vec![Event::Begin, Event::Commit]
+    );
 }

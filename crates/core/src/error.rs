@@ -49,7 +49,9 @@ pub enum Error {
         size: u128,
     },
     /// An access to host memory falls outside its block.
-    #[error("access of {size} bytes at offset {offset:#x} is outside host memory of {len:#x} bytes")]
+    #[error(
+        "access of {size} bytes at offset {offset:#x} is outside host memory of {len:#x} bytes"
+    )]
     BackingOutOfRange {
         /// Offset of the access.
         offset: u64,
@@ -135,7 +137,9 @@ pub enum Error {
         region: RegionId,
     },
     /// A range inside a region does not fit the region.
-    #[error("{what} [{start:#x}, +{size:#x}) does not fit region {region} of size {region_size:#x}")]
+    #[error(
+        "{what} [{start:#x}, +{size:#x}) does not fit region {region} of size {region_size:#x}"
+    )]
     OutsideRegion {
         /// What was placed.
         what: &'static str,

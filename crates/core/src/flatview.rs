@@ -133,7 +133,11 @@ mod tests {
     #[test]
     fn lookup_finds_containing_range_and_misses_gaps() {
         let view = FlatView {
-            ranges: vec![fr(0x0, 0xfff), fr(0x2000, 0x2fff), fr(0xffff_f000, u64::MAX)],
+            ranges: vec![
+                fr(0x0, 0xfff),
+                fr(0x2000, 0x2fff),
+                fr(0xffff_f000, u64::MAX),
+            ],
             ..FlatView::default()
         };
         assert_eq!(view.lookup(0x10).map(|r| r.start), Some(0));
@@ -148,7 +152,11 @@ mod tests {
             ranges: vec![fr(0x0, 0xfff), fr(0x2000, 0x2fff), fr(0x4000, 0x4fff)],
             ..FlatView::default()
         };
-        let hit: Vec<u64> = view.ranges_in(0xfff, 0x2001).iter().map(|r| r.start).collect();
+        let hit: Vec<u64> = view
+            .ranges_in(0xfff, 0x2001)
+            .iter()
+            .map(|r| r.start)
+            .collect();
         assert_eq!(hit, vec![0, 0x2000]);
         assert!(view.ranges_in(0x1000, 0x2000).is_empty());
     }

@@ -60,7 +60,9 @@ pub use flatview::{FlatRange, FlatView};
 pub use id::{AddressSpaceId, ListenerId, RegionId};
 pub use ioevent::{EventNotifier, FlatCoalesced, FlatIoeventfd, Ioeventfd};
 pub use iommu::{IommuOps, IommuPerm, IommuTlbEntry, UnmappedIommu};
-pub use listener::{Listener, ListenerConfig, ListenerCx, ListenerError, ListenerResult, Section, Unregister};
+pub use listener::{
+    Listener, ListenerConfig, ListenerCx, ListenerError, ListenerResult, Section, Unregister,
+};
 pub use memory::Memory;
 pub use ops::{AccessSizes, MmioOps, NullOps};
 pub use range::AddrRange;

@@ -242,9 +242,23 @@ pub trait Listener: Send {
     /// A section is unchanged (only with [`ListenerConfig::wants_nop`]).
     fn region_nop(&mut self, cx: &mut ListenerCx<'_>, section: &Section) {}
     /// Dirty logging gained clients on a section.
-    fn log_start(&mut self, cx: &mut ListenerCx<'_>, section: &Section, old: DirtyLogMask, new: DirtyLogMask) {}
+    fn log_start(
+        &mut self,
+        cx: &mut ListenerCx<'_>,
+        section: &Section,
+        old: DirtyLogMask,
+        new: DirtyLogMask,
+    ) {
+    }
     /// Dirty logging lost clients on a section.
-    fn log_stop(&mut self, cx: &mut ListenerCx<'_>, section: &Section, old: DirtyLogMask, new: DirtyLogMask) {}
+    fn log_stop(
+        &mut self,
+        cx: &mut ListenerCx<'_>,
+        section: &Section,
+        old: DirtyLogMask,
+        new: DirtyLogMask,
+    ) {
+    }
     /// Asked to fold the hypervisor's dirty log of a logged section into
     /// the VMM's bitmaps.
     fn log_sync(&mut self, cx: &mut ListenerCx<'_>, section: &Section) {}

@@ -130,7 +130,9 @@ impl Memory {
 
     /// The regions called `name`.
     pub fn regions_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = RegionId> + 'a {
-        self.regions().filter(move |(_, r)| r.name == name).map(|(id, _)| id)
+        self.regions()
+            .filter(move |(_, r)| r.name == name)
+            .map(|(id, _)| id)
     }
 
     // ----- transactions -----
@@ -160,7 +162,10 @@ impl Memory {
 
     /// Runs `f` inside a transaction and commits it, whether `f` succeeded
     /// or not (each operation in `f` is itself all-or-nothing).
-    pub fn transaction<T>(&mut self, f: impl FnOnce(&mut Memory) -> Result<T, Error>) -> Result<T, Error> {
+    pub fn transaction<T>(
+        &mut self,
+        f: impl FnOnce(&mut Memory) -> Result<T, Error>,
+    ) -> Result<T, Error> {
         self.begin();
         let out = f(self);
         let committed = self.commit();
@@ -171,7 +176,10 @@ impl Memory {
 
     /// Runs one mutation as its own transaction (or as part of the open
     /// one). `f` must check everything before changing anything.
-    pub(crate) fn apply<T>(&mut self, f: impl FnOnce(&mut Memory) -> Result<T, Error>) -> Result<T, Error> {
+    pub(crate) fn apply<T>(
+        &mut self,
+        f: impl FnOnce(&mut Memory) -> Result<T, Error>,
+    ) -> Result<T, Error> {
         self.transaction(f)
     }
 
@@ -180,7 +188,10 @@ impl Memory {
     }
 
     pub(crate) fn doom(&mut self, id: RegionId) {
-        self.regions.get_mut(id.0).expect("doomed region is live").doomed = true;
+        self.regions
+            .get_mut(id.0)
+            .expect("doomed region is live")
+            .doomed = true;
         self.doomed.push(id);
     }
 
@@ -227,7 +238,10 @@ impl Memory {
         };
         d.bracket(&self.listener_order, false);
         for (as_id, new) in updates {
-            let space = self.spaces.get_mut(as_id.0).expect("ordered spaces are live");
+            let space = self
+                .spaces
+                .get_mut(as_id.0)
+                .expect("ordered spaces are live");
             tracing::debug!(address_space = %space.name, ranges = new.ranges.len(), "view changed");
             d.view_change(as_id, &space.listeners, &space.view, &new);
             space.publish(new);
@@ -239,7 +253,11 @@ impl Memory {
     // ----- address spaces -----
 
     /// Creates an address space named `name` whose contents are `root`.
-    pub fn create_address_space(&mut self, name: &str, root: RegionId) -> Result<AddressSpaceId, Error> {
+    pub fn create_address_space(
+        &mut self,
+        name: &str,
+        root: RegionId,
+    ) -> Result<AddressSpaceId, Error> {
         self.apply(|m| {
             m.region_mut(root)?.as_refs += 1;
             let view = Arc::new(FlatView::default());
@@ -258,7 +276,10 @@ impl Memory {
 
     /// Destroys an address space. Its listeners are unregistered in replay
     /// mode (highest priority first) and handed back.
-    pub fn destroy_address_space(&mut self, id: AddressSpaceId) -> Result<Vec<Box<dyn Listener>>, Error> {
+    pub fn destroy_address_space(
+        &mut self,
+        id: AddressSpaceId,
+    ) -> Result<Vec<Box<dyn Listener>>, Error> {
         let listeners = self.space(id)?.listeners.clone();
         let mut out = Vec::new();
         for l in listeners.into_iter().rev() {
@@ -364,7 +385,11 @@ impl Memory {
     }
 
     /// Unregisters a listener and hands it back; see [`Unregister`].
-    pub fn unregister_listener(&mut self, id: ListenerId, mode: Unregister) -> Result<Box<dyn Listener>, Error> {
+    pub fn unregister_listener(
+        &mut self,
+        id: ListenerId,
+        mode: Unregister,
+    ) -> Result<Box<dyn Listener>, Error> {
         let as_id = self.check_listener(id)?.address_space;
         if mode == Unregister::Replay {
             let space = self.spaces.get(as_id.0).expect("listener's space is live");

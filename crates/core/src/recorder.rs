@@ -74,7 +74,11 @@ impl Event {
 impl fmt::Display for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let range = |f: &mut fmt::Formatter<'_>, r: &FlatRange| {
-            write!(f, " {:016x}-{:016x} {} @{:#x}", r.start, r.last, r.region, r.offset_in_region)?;
+            write!(
+                f,
+                " {:016x}-{:016x} {} @{:#x}",
+                r.start, r.last, r.region, r.offset_in_region
+            )?;
             if r.readonly {
                 f.write_str(" ro")?;
             }
@@ -82,7 +86,9 @@ impl fmt::Display for Event {
         };
         f.write_str(self.name())?;
         match self {
-            Event::RegionAdd(r) | Event::RegionDel(r) | Event::RegionNop(r) | Event::LogSync(r) => range(f, r),
+            Event::RegionAdd(r) | Event::RegionDel(r) | Event::RegionNop(r) | Event::LogSync(r) => {
+                range(f, r)
+            }
             Event::LogStart(r, o, n) | Event::LogStop(r, o, n) => {
                 range(f, r)?;
                 write!(f, " mask {:#x}->{:#x}", o.0, n.0)
@@ -94,7 +100,9 @@ impl fmt::Display for Event {
                     None => Ok(()),
                 }
             }
-            Event::CoalescedAdd(c) | Event::CoalescedDel(c) => write!(f, " {:#x} size {:#x}", c.addr, c.size),
+            Event::CoalescedAdd(c) | Event::CoalescedDel(c) => {
+                write!(f, " {:#x} size {:#x}", c.addr, c.size)
+            }
             _ => Ok(()),
         }
     }
@@ -159,7 +167,9 @@ pub struct Recorder {
 
 impl fmt::Debug for Recorder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Recorder").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("Recorder")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -211,10 +221,22 @@ impl Listener for Recorder {
     fn region_nop(&mut self, cx: &mut ListenerCx<'_>, s: &Section) {
         self.record(cx, Event::RegionNop(s.range))
     }
-    fn log_start(&mut self, cx: &mut ListenerCx<'_>, s: &Section, old: DirtyLogMask, new: DirtyLogMask) {
+    fn log_start(
+        &mut self,
+        cx: &mut ListenerCx<'_>,
+        s: &Section,
+        old: DirtyLogMask,
+        new: DirtyLogMask,
+    ) {
         self.record(cx, Event::LogStart(s.range, old, new))
     }
-    fn log_stop(&mut self, cx: &mut ListenerCx<'_>, s: &Section, old: DirtyLogMask, new: DirtyLogMask) {
+    fn log_stop(
+        &mut self,
+        cx: &mut ListenerCx<'_>,
+        s: &Section,
+        old: DirtyLogMask,
+        new: DirtyLogMask,
+    ) {
         self.record(cx, Event::LogStop(s.range, old, new))
     }
     fn log_sync(&mut self, cx: &mut ListenerCx<'_>, s: &Section) {

@@ -6,8 +6,8 @@ use smallvec::SmallVec;
 
 use crate::backing::HostMemory;
 use crate::id::RegionId;
-use crate::iommu::IommuOps;
 use crate::ioevent::Ioeventfd;
+use crate::iommu::IommuOps;
 use crate::ops::MmioOps;
 use crate::range::AddrRange;
 
@@ -281,7 +281,13 @@ impl Region {
     }
     /// For a ROM device, whether reads come from memory.
     pub fn romd_mode(&self) -> bool {
-        matches!(self.kind, RegionKind::RomDevice { romd_mode: true, .. })
+        matches!(
+            self.kind,
+            RegionKind::RomDevice {
+                romd_mode: true,
+                ..
+            }
+        )
     }
     /// True for RAM whose `readonly` flag is set, which QEMU calls ROM.
     pub fn is_rom(&self) -> bool {
@@ -290,7 +296,9 @@ impl Region {
     /// The host memory of RAM and ROM devices.
     pub fn backing(&self) -> Option<&Arc<HostMemory>> {
         match &self.kind {
-            RegionKind::Ram { backing, .. } | RegionKind::RomDevice { backing, .. } => Some(backing),
+            RegionKind::Ram { backing, .. } | RegionKind::RomDevice { backing, .. } => {
+                Some(backing)
+            }
             _ => None,
         }
     }

@@ -81,7 +81,9 @@ impl Regions<'_> {
                 return Some(id);
             }
             match r.kind {
-                RegionKind::Alias { target, offset } if offset == 0 && r.size >= self.get(target).size => {
+                RegionKind::Alias { target, offset }
+                    if offset == 0 && r.size >= self.get(target).size =>
+                {
                     id = target;
                     continue;
                 }
@@ -130,7 +132,14 @@ impl Regions<'_> {
         simplify(out.ranges.into_values())
     }
 
-    fn render(&self, out: &mut Partial, id: RegionId, base: i128, clip: (i128, i128), inh: Inherited) {
+    fn render(
+        &self,
+        out: &mut Partial,
+        id: RegionId,
+        base: i128,
+        clip: (i128, i128),
+        inh: Inherited,
+    ) {
         let r = self.get(id);
         if !r.enabled {
             return;
@@ -175,7 +184,10 @@ impl Regions<'_> {
 
     /// Places the ioeventfds and coalesced ranges of the regions in
     /// `ranges` at their address-space addresses.
-    pub(crate) fn placements(&self, ranges: &[FlatRange]) -> (Vec<FlatIoeventfd>, Vec<FlatCoalesced>) {
+    pub(crate) fn placements(
+        &self,
+        ranges: &[FlatRange],
+    ) -> (Vec<FlatIoeventfd>, Vec<FlatCoalesced>) {
         let mut fds = Vec::new();
         let mut coalesced = Vec::new();
         for fr in ranges {
@@ -189,7 +201,8 @@ impl Regions<'_> {
                 let addr = fd.addr as i128 + shift;
                 // QEMU's intersection test, under which a zero-length fd
                 // counts when its address lies in the range.
-                let inside = (addr >= lo && addr < hi) || (lo >= addr && lo < addr + fd.size as i128);
+                let inside =
+                    (addr >= lo && addr < hi) || (lo >= addr && lo < addr + fd.size as i128);
                 if inside && addr >= 0 {
                     fds.push(FlatIoeventfd {
                         addr: addr as u64,
@@ -238,11 +251,18 @@ impl Partial {
         let (mut pos, end) = clip;
         let mut gaps = Vec::new();
         // A range starting before `pos` may still cover it.
-        let before = self.ranges.range(..=pos).next_back().map(|(_, r)| r.last as i128 + 1);
+        let before = self
+            .ranges
+            .range(..=pos)
+            .next_back()
+            .map(|(_, r)| r.last as i128 + 1);
         if let Some(covered_to) = before {
             pos = pos.max(covered_to);
         }
-        for (_, r) in self.ranges.range((Bound::Excluded(clip.0), Bound::Excluded(end))) {
+        for (_, r) in self
+            .ranges
+            .range((Bound::Excluded(clip.0), Bound::Excluded(end)))
+        {
             let s = r.start as i128;
             if s > pos {
                 gaps.push((pos, s.min(end)));

@@ -61,7 +61,10 @@ fn higher_priority_sibling_wins_overlap() {
     let high = mmio(&mut mem, "high", 0x100);
     mem.add_subregion_overlap(root, 0, high, 1).unwrap();
     mem.add_subregion_overlap(root, 0, low, 0).unwrap();
-    assert_eq!(flat(&mem, root), vec![r(0, 0xff, "high", 0), r(0x100, 0xfff, "low", 0x100)]);
+    assert_eq!(
+        flat(&mem, root),
+        vec![r(0, 0xff, "high", 0), r(0x100, 0xfff, "low", 0x100)]
+    );
 }
 
 #[test]
@@ -71,7 +74,10 @@ fn most_recent_of_equal_priority_wins() {
     let second = mmio(&mut mem, "second", 0x100);
     mem.add_subregion(root, 0, first).unwrap();
     mem.add_subregion(root, 0x80, second).unwrap();
-    assert_eq!(flat(&mem, root), vec![r(0, 0x7f, "first", 0), r(0x80, 0x17f, "second", 0)]);
+    assert_eq!(
+        flat(&mem, root),
+        vec![r(0, 0x7f, "first", 0), r(0x80, 0x17f, "second", 0)]
+    );
 }
 
 #[test]
@@ -100,7 +106,10 @@ fn region_reaching_2_64_renders_up_to_the_last_address() {
     let (mut mem, root) = machine();
     let top = mmio(&mut mem, "top", 0x1000);
     mem.add_subregion(root, u64::MAX - 0xfff, top).unwrap();
-    assert_eq!(flat(&mem, root), vec![r(u64::MAX - 0xfff, u64::MAX, "top", 0)]);
+    assert_eq!(
+        flat(&mem, root),
+        vec![r(u64::MAX - 0xfff, u64::MAX, "top", 0)]
+    );
 }
 
 #[test]
@@ -127,7 +136,10 @@ fn alias_ignores_targets_own_address() {
     mem.add_subregion(root, 0x5000, ram).unwrap();
     let alias = mem.create_alias("win", ram, 0, 0x1000).unwrap();
     mem.add_subregion(root, 0x9000, alias).unwrap();
-    assert_eq!(flat(&mem, root), vec![r(0x5000, 0x5fff, "ram", 0), r(0x9000, 0x9fff, "ram", 0)]);
+    assert_eq!(
+        flat(&mem, root),
+        vec![r(0x5000, 0x5fff, "ram", 0), r(0x9000, 0x9fff, "ram", 0)]
+    );
 }
 
 #[test]
@@ -185,7 +197,11 @@ fn terminating_region_fills_gaps_around_its_subregions() {
     mem.add_subregion(root, 0x1000, io).unwrap();
     assert_eq!(
         flat(&mem, root),
-        vec![r(0x1000, 0x101f, "io", 0), r(0x1020, 0x102f, "dev", 0), r(0x1030, 0x10ff, "io", 0x30)]
+        vec![
+            r(0x1000, 0x101f, "io", 0),
+            r(0x1020, 0x102f, "dev", 0),
+            r(0x1030, 0x10ff, "io", 0x30)
+        ]
     );
 }
 
@@ -200,7 +216,11 @@ fn container_leaves_its_gaps_to_lower_priority_siblings() {
     mem.add_subregion_overlap(root, 0, background, 0).unwrap();
     assert_eq!(
         flat(&mem, root),
-        vec![r(0, 0xff, "bg", 0), r(0x100, 0x1ff, "dev", 0), r(0x200, 0xfff, "bg", 0x200)]
+        vec![
+            r(0, 0xff, "bg", 0),
+            r(0x100, 0x1ff, "dev", 0),
+            r(0x200, 0xfff, "bg", 0x200)
+        ]
     );
 }
 
@@ -223,7 +243,10 @@ fn adjacent_ranges_with_discontiguous_offsets_stay_apart() {
     let hi = mem.create_alias("hi", ram, 0, 0x1000).unwrap();
     mem.add_subregion(root, 0, lo).unwrap();
     mem.add_subregion(root, 0x1000, hi).unwrap();
-    assert_eq!(flat(&mem, root), vec![r(0, 0xfff, "ram", 0x1000), r(0x1000, 0x1fff, "ram", 0)]);
+    assert_eq!(
+        flat(&mem, root),
+        vec![r(0, 0xfff, "ram", 0x1000), r(0x1000, 0x1fff, "ram", 0)]
+    );
 }
 
 #[test]
@@ -246,8 +269,12 @@ fn address_spaces_with_the_same_resolved_root_share_a_view() {
     let dev = mmio(&mut mem, "dev", 0x1000);
     mem.add_subregion(system, 0, ram).unwrap();
     mem.add_subregion(system, 0x10000, dev).unwrap();
-    let bm_root = mem.create_container("bus master container", SIZE_2_64).unwrap();
-    let bm = mem.create_alias("bus master", system, 0, SIZE_2_64).unwrap();
+    let bm_root = mem
+        .create_container("bus master container", SIZE_2_64)
+        .unwrap();
+    let bm = mem
+        .create_alias("bus master", system, 0, SIZE_2_64)
+        .unwrap();
     mem.add_subregion(bm_root, 0, bm).unwrap();
     let cpu = mem.create_address_space("memory", system).unwrap();
     let dev_as = mem.create_address_space("dev", bm_root).unwrap();
@@ -272,7 +299,9 @@ fn address_space_with_disabled_root_alias_has_no_view() {
     let mut mem = Memory::new();
     let system = mem.create_container("system", SIZE_2_64).unwrap();
     let bm_root = mem.create_container("bmc", SIZE_2_64).unwrap();
-    let bm = mem.create_alias("bus master", system, 0, SIZE_2_64).unwrap();
+    let bm = mem
+        .create_alias("bus master", system, 0, SIZE_2_64)
+        .unwrap();
     mem.add_subregion(bm_root, 0, bm).unwrap();
     mem.set_enabled(bm, false).unwrap();
     let dev = mem.create_address_space("dev", bm_root).unwrap();
@@ -284,7 +313,9 @@ fn address_space_with_disabled_root_alias_has_no_view() {
 #[test]
 fn rom_device_leaves_romd_mode_as_a_new_range() {
     let (mut mem, root) = machine();
-    let flash = mem.create_rom_device("flash", 0x1000, Arc::new(NullOps)).unwrap();
+    let flash = mem
+        .create_rom_device("flash", 0x1000, Arc::new(NullOps))
+        .unwrap();
     mem.add_subregion(root, 0, flash).unwrap();
     let as_id = mem.address_spaces().next().unwrap();
     assert!(mem.view(as_id).unwrap().ranges[0].romd_mode);

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use crate::backing::HostMemory;
 use crate::error::Error;
 use crate::id::RegionId;
-use crate::iommu::IommuOps;
 use crate::ioevent::Ioeventfd;
+use crate::iommu::IommuOps;
 use crate::memory::Memory;
 use crate::ops::MmioOps;
 use crate::range::AddrRange;
@@ -37,7 +37,13 @@ fn needs_size(kind: &RegionKind) -> bool {
 }
 
 impl Memory {
-    fn insert_region(&mut self, name: &str, kind: RegionKind, size: u128, readonly: bool) -> Result<RegionId, Error> {
+    fn insert_region(
+        &mut self,
+        name: &str,
+        kind: RegionKind,
+        size: u128,
+        readonly: bool,
+    ) -> Result<RegionId, Error> {
         if size > SIZE_2_64 {
             return Err(Error::BeyondAddressSpace {
                 what: "region",
@@ -52,7 +58,9 @@ impl Memory {
             });
         }
         if let Some(backing) = match &kind {
-            RegionKind::Ram { backing, .. } | RegionKind::RomDevice { backing, .. } => Some(backing),
+            RegionKind::Ram { backing, .. } | RegionKind::RomDevice { backing, .. } => {
+                Some(backing)
+            }
             _ => None,
         } {
             if size > backing.len() as u128 {
@@ -117,11 +125,24 @@ impl Memory {
             });
         }
         let backing = Arc::new(HostMemory::anonymous(size)?);
-        self.insert_region(name, RegionKind::Ram { backing, device: false }, size, true)
+        self.insert_region(
+            name,
+            RegionKind::Ram {
+                backing,
+                device: false,
+            },
+            size,
+            true,
+        )
     }
 
     /// A ROM device, starting in ROMD mode (reads from memory).
-    pub fn create_rom_device(&mut self, name: &str, size: u128, ops: Arc<dyn MmioOps>) -> Result<RegionId, Error> {
+    pub fn create_rom_device(
+        &mut self,
+        name: &str,
+        size: u128,
+        ops: Arc<dyn MmioOps>,
+    ) -> Result<RegionId, Error> {
         if size == 0 {
             return Err(Error::ZeroSize {
                 kind: "ROM device",
@@ -138,7 +159,12 @@ impl Memory {
     }
 
     /// MMIO served by `ops`.
-    pub fn create_mmio(&mut self, name: &str, size: u128, ops: Arc<dyn MmioOps>) -> Result<RegionId, Error> {
+    pub fn create_mmio(
+        &mut self,
+        name: &str,
+        size: u128,
+        ops: Arc<dyn MmioOps>,
+    ) -> Result<RegionId, Error> {
         self.insert_region(name, RegionKind::Mmio { ops }, size, false)
     }
 
@@ -148,12 +174,23 @@ impl Memory {
     }
 
     /// An alias showing `target[offset..offset + size]`.
-    pub fn create_alias(&mut self, name: &str, target: RegionId, offset: u64, size: u128) -> Result<RegionId, Error> {
+    pub fn create_alias(
+        &mut self,
+        name: &str,
+        target: RegionId,
+        offset: u64,
+        size: u128,
+    ) -> Result<RegionId, Error> {
         self.insert_region(name, RegionKind::Alias { target, offset }, size, false)
     }
 
     /// An IOMMU region translating through `ops`.
-    pub fn create_iommu(&mut self, name: &str, size: u128, ops: Arc<dyn IommuOps>) -> Result<RegionId, Error> {
+    pub fn create_iommu(
+        &mut self,
+        name: &str,
+        size: u128,
+        ops: Arc<dyn IommuOps>,
+    ) -> Result<RegionId, Error> {
         self.insert_region(name, RegionKind::Iommu { ops }, size, false)
     }
 
@@ -204,7 +241,10 @@ impl Memory {
             if !seen.insert(id) {
                 continue;
             }
-            let r = self.regions.get(id.0).expect("tree edges point to live regions");
+            let r = self
+                .regions
+                .get(id.0)
+                .expect("tree edges point to live regions");
             stack.extend(r.subregions.iter().copied());
             if let Some((t, _)) = r.alias() {
                 stack.push(t);
@@ -215,7 +255,12 @@ impl Memory {
 
     /// Adds `child` at `addr` in `parent` with priority 0 (QEMU's
     /// `memory_region_add_subregion`).
-    pub fn add_subregion(&mut self, parent: RegionId, addr: u64, child: RegionId) -> Result<(), Error> {
+    pub fn add_subregion(
+        &mut self,
+        parent: RegionId,
+        addr: u64,
+        child: RegionId,
+    ) -> Result<(), Error> {
         self.add_subregion_overlap(parent, addr, child, 0)
     }
 
@@ -266,7 +311,10 @@ impl Memory {
         let regions = &self.regions;
         let prio = |id: &RegionId| regions.get(id.0).expect("live sibling").priority;
         let subs = &self.regions.get(parent.0).expect("live parent").subregions;
-        let pos = subs.iter().position(|s| priority >= prio(s)).unwrap_or(subs.len());
+        let pos = subs
+            .iter()
+            .position(|s| priority >= prio(s))
+            .unwrap_or(subs.len());
         self.regions
             .get_mut(parent.0)
             .expect("live parent")
@@ -286,7 +334,10 @@ impl Memory {
     pub fn del_subregion(&mut self, parent: RegionId, child: RegionId) -> Result<(), Error> {
         self.region(parent)?;
         if self.region(child)?.parent != Some(parent) {
-            return Err(Error::NotASubregion { parent, region: child });
+            return Err(Error::NotASubregion {
+                parent,
+                region: child,
+            });
         }
         self.apply(|m| {
             m.unlink(parent, child);
@@ -454,7 +505,13 @@ impl Memory {
         }
     }
 
-    fn check_inside(&self, id: RegionId, what: &'static str, start: u64, size: u128) -> Result<(), Error> {
+    fn check_inside(
+        &self,
+        id: RegionId,
+        what: &'static str,
+        start: u64,
+        size: u128,
+    ) -> Result<(), Error> {
         let region_size = self.region(id)?.size;
         if start as u128 + size > region_size {
             return Err(Error::OutsideRegion {

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use addrspace_core::recorder::{EventLog, Recorder};
 use addrspace_core::{
-    AddressSpaceId, Error, EventNotifier, Ioeventfd, ListenerConfig, ListenerId, Memory, NullOps, RegionId,
-    UnmappedIommu, Unregister, SIZE_2_64,
+    AddressSpaceId, Error, EventNotifier, Ioeventfd, ListenerConfig, ListenerId, Memory, NullOps,
+    RegionId, UnmappedIommu, Unregister, SIZE_2_64,
 };
 
 struct Machine {
@@ -37,7 +37,11 @@ fn machine() -> Machine {
     let as_id = mem.create_address_space("memory", system).unwrap();
     let log = EventLog::new();
     let listener = mem
-        .register_listener(as_id, ListenerConfig::new("rec"), Box::new(Recorder::new("rec", &log)))
+        .register_listener(
+            as_id,
+            ListenerConfig::new("rec"),
+            Box::new(Recorder::new("rec", &log)),
+        )
         .unwrap();
     log.take();
     Machine {
@@ -55,7 +59,10 @@ fn machine() -> Machine {
 
 /// Everything observable about a `Memory` through its public API.
 fn fingerprint(mem: &Memory) -> String {
-    let mut lines: Vec<String> = mem.regions().map(|(id, r)| format!("{id:?} {r:?}")).collect();
+    let mut lines: Vec<String> = mem
+        .regions()
+        .map(|(id, r)| format!("{id:?} {r:?}"))
+        .collect();
     lines.sort();
     for as_id in mem.address_spaces() {
         lines.push(format!(
@@ -72,7 +79,10 @@ fn fingerprint(mem: &Memory) -> String {
 
 /// Runs `op` on a fresh machine, checks its error with `expect`, and checks
 /// that nothing changed; then the same inside an open transaction.
-fn refused(op: impl Fn(&mut Machine) -> Result<(), Error>, expect: impl Fn(&Machine, &Error) -> bool) {
+fn refused(
+    op: impl Fn(&mut Machine) -> Result<(), Error>,
+    expect: impl Fn(&Machine, &Error) -> bool,
+) {
     for in_transaction in [false, true] {
         let mut m = machine();
         if in_transaction {
@@ -86,7 +96,11 @@ fn refused(op: impl Fn(&mut Machine) -> Result<(), Error>, expect: impl Fn(&Mach
         if in_transaction {
             m.mem.commit().unwrap();
         }
-        assert!(m.log.entries().is_empty(), "listener heard {:?}", m.log.entries());
+        assert!(
+            m.log.entries().is_empty(),
+            "listener heard {:?}",
+            m.log.entries()
+        );
     }
 }
 
@@ -94,7 +108,12 @@ fn refused(op: impl Fn(&mut Machine) -> Result<(), Error>, expect: impl Fn(&Mach
 fn region_with_a_parent_cannot_join_another() {
     refused(
         |m| m.mem.add_subregion(m.bus, 0, m.ram),
-        |m, e| *e == Error::AlreadyHasParent { child: m.ram, parent: m.system },
+        |m, e| {
+            *e == Error::AlreadyHasParent {
+                child: m.ram,
+                parent: m.system,
+            }
+        },
     );
 }
 
@@ -205,7 +224,16 @@ fn subregion_past_2_64_is_refused() {
 fn moving_past_2_64_is_refused() {
     refused(
         |m| m.mem.set_address(m.bus, u64::MAX),
-        |_, e| matches!(e, Error::BeyondAddressSpace { start: u64::MAX, size: 0x1000, .. }),
+        |_, e| {
+            matches!(
+                e,
+                Error::BeyondAddressSpace {
+                    start: u64::MAX,
+                    size: 0x1000,
+                    ..
+                }
+            )
+        },
     );
 }
 
@@ -213,7 +241,15 @@ fn moving_past_2_64_is_refused() {
 fn growing_past_2_64_is_refused() {
     refused(
         |m| m.mem.set_size(m.bus, SIZE_2_64),
-        |_, e| matches!(e, Error::BeyondAddressSpace { start: 0x1000_0000, .. }),
+        |_, e| {
+            matches!(
+                e,
+                Error::BeyondAddressSpace {
+                    start: 0x1000_0000,
+                    ..
+                }
+            )
+        },
     );
 }
 
@@ -221,7 +257,15 @@ fn growing_past_2_64_is_refused() {
 fn alias_window_past_2_64_is_refused() {
     refused(
         |m| m.mem.set_alias_offset(m.alias, u64::MAX),
-        |_, e| matches!(e, Error::BeyondAddressSpace { what: "alias window", .. }),
+        |_, e| {
+            matches!(
+                e,
+                Error::BeyondAddressSpace {
+                    what: "alias window",
+                    ..
+                }
+            )
+        },
     );
 }
 
@@ -229,7 +273,12 @@ fn alias_window_past_2_64_is_refused() {
 fn removing_a_non_child_is_refused() {
     refused(
         |m| m.mem.del_subregion(m.system, m.dev),
-        |m, e| *e == Error::NotASubregion { parent: m.system, region: m.dev },
+        |m, e| {
+            *e == Error::NotASubregion {
+                parent: m.system,
+                region: m.dev,
+            }
+        },
     );
 }
 
@@ -282,7 +331,11 @@ fn unknown_listener_is_refused() {
             let log = EventLog::new();
             let id = m
                 .mem
-                .register_listener(m.as_id, ListenerConfig::new("tmp"), Box::new(Recorder::new("tmp", &log)))
+                .register_listener(
+                    m.as_id,
+                    ListenerConfig::new("tmp"),
+                    Box::new(Recorder::new("tmp", &log)),
+                )
                 .unwrap();
             m.mem.unregister_listener(id, Unregister::Detach).unwrap();
             m.mem.unregister_listener(id, Unregister::Replay).map(drop)
@@ -302,8 +355,14 @@ fn commit_without_transaction_is_refused() {
 
 #[test]
 fn region_in_use_cannot_be_destroyed() {
-    refused(|m| m.mem.destroy_region(m.dev), |_, e| matches!(e, Error::RegionInUse { reason, .. } if reason.contains("subregion")));
-    refused(|m| m.mem.destroy_region(m.system), |_, e| matches!(e, Error::RegionInUse { reason, .. } if reason.contains("root")));
+    refused(
+        |m| m.mem.destroy_region(m.dev),
+        |_, e| matches!(e, Error::RegionInUse { reason, .. } if reason.contains("subregion")),
+    );
+    refused(
+        |m| m.mem.destroy_region(m.system),
+        |_, e| matches!(e, Error::RegionInUse { reason, .. } if reason.contains("root")),
+    );
     refused(
         |m| {
             let target = m.mem.create_reservation("target", 0x10).unwrap();
@@ -378,20 +437,55 @@ fn duplicate_and_unknown_ioeventfds_are_refused() {
             m.log.take();
             err
         },
-        |_, e| matches!(e, Error::AlreadyPresent { what: "ioeventfd", .. }),
+        |_, e| {
+            matches!(
+                e,
+                Error::AlreadyPresent {
+                    what: "ioeventfd",
+                    ..
+                }
+            )
+        },
     );
-    refused(move |m| m.mem.del_ioeventfd(m.dev, &fd2), |_, e| matches!(e, Error::NotFound { what: "ioeventfd", .. }));
+    refused(
+        move |m| m.mem.del_ioeventfd(m.dev, &fd2),
+        |_, e| {
+            matches!(
+                e,
+                Error::NotFound {
+                    what: "ioeventfd",
+                    ..
+                }
+            )
+        },
+    );
 }
 
 #[test]
 fn empty_or_outside_coalesced_range_is_refused() {
     refused(
         |m| m.mem.add_coalescing(m.dev, 0, 0),
-        |_, e| matches!(e, Error::ZeroSize { kind: "coalesced range", .. }),
+        |_, e| {
+            matches!(
+                e,
+                Error::ZeroSize {
+                    kind: "coalesced range",
+                    ..
+                }
+            )
+        },
     );
     refused(
         |m| m.mem.add_coalescing(m.dev, 0x80, 0x100),
-        |_, e| matches!(e, Error::OutsideRegion { what: "coalesced range", .. }),
+        |_, e| {
+            matches!(
+                e,
+                Error::OutsideRegion {
+                    what: "coalesced range",
+                    ..
+                }
+            )
+        },
     );
 }
 

@@ -14,8 +14,8 @@ use std::sync::Arc;
 
 use addrspace_core::recorder::{Entry, Event, EventLog, Recorder};
 use addrspace_core::{
-    AddressSpaceId, DirtyClient, DirtyLogMask, FlatRange, ListenerConfig, ListenerId, Memory, NullOps, RegionId,
-    RegionKind, Unregister, SIZE_2_64,
+    AddressSpaceId, DirtyClient, DirtyLogMask, FlatRange, ListenerConfig, ListenerId, Memory,
+    NullOps, RegionId, RegionKind, Unregister, SIZE_2_64,
 };
 use proptest::prelude::*;
 
@@ -23,22 +23,65 @@ const POOL: usize = 12;
 
 #[derive(Debug, Clone)]
 enum Op {
-    Add { parent: usize, child: usize, addr: u64, prio: i32 },
-    Del { child: usize },
-    Move { r: usize, addr: u64 },
-    Prio { r: usize, prio: i32 },
-    Enable { r: usize, on: bool },
-    Readonly { r: usize, on: bool },
-    Resize { r: usize, size: u128 },
-    AliasOffset { r: usize, offset: u64 },
-    Romd { r: usize, on: bool },
-    Log { r: usize, on: bool },
-    GlobalLog { on: bool },
-    Unmergeable { r: usize, on: bool },
+    Add {
+        parent: usize,
+        child: usize,
+        addr: u64,
+        prio: i32,
+    },
+    Del {
+        child: usize,
+    },
+    Move {
+        r: usize,
+        addr: u64,
+    },
+    Prio {
+        r: usize,
+        prio: i32,
+    },
+    Enable {
+        r: usize,
+        on: bool,
+    },
+    Readonly {
+        r: usize,
+        on: bool,
+    },
+    Resize {
+        r: usize,
+        size: u128,
+    },
+    AliasOffset {
+        r: usize,
+        offset: u64,
+    },
+    Romd {
+        r: usize,
+        on: bool,
+    },
+    Log {
+        r: usize,
+        on: bool,
+    },
+    GlobalLog {
+        on: bool,
+    },
+    Unmergeable {
+        r: usize,
+        on: bool,
+    },
     Begin,
     Commit,
-    Listen { space: usize, prio: i32, picky: bool },
-    Unlisten { which: usize, replay: bool },
+    Listen {
+        space: usize,
+        prio: i32,
+        picky: bool,
+    },
+    Unlisten {
+        which: usize,
+        replay: bool,
+    },
 }
 
 fn addr() -> impl Strategy<Value = u64> {
@@ -52,7 +95,7 @@ fn addr() -> impl Strategy<Value = u64> {
 fn op() -> impl Strategy<Value = Op> {
     let r = 0..POOL;
     prop_oneof![
-        6 => (0..POOL + 1, r.clone(), addr(), -2i32..3)
+        6 => (prop_oneof![Just(POOL), 0..POOL], r.clone(), addr(), -2i32..3)
             .prop_map(|(parent, child, addr, prio)| Op::Add { parent, child, addr, prio }),
         3 => r.clone().prop_map(|child| Op::Del { child }),
         2 => (r.clone(), addr()).prop_map(|(r, addr)| Op::Move { r, addr }),
@@ -91,6 +134,10 @@ struct World {
     spaces: Vec<AddressSpaceId>,
     watched: Vec<Watched>,
     depth: u32,
+    /// When each region was last (re-)added to a parent, by this test's own
+    /// count: the oracle orders siblings from this, not from the core.
+    added: std::collections::HashMap<RegionId, u64>,
+    clock: u64,
 }
 
 fn world() -> World {
@@ -104,7 +151,9 @@ fn world() -> World {
             1 => mem.create_ram(&name, 0x4000).unwrap(),
             2 => mem.create_mmio(&name, 0x2000, Arc::new(NullOps)).unwrap(),
             3 => mem.create_alias(&name, pool[i - 2], 0x400, 0x1800).unwrap(),
-            4 => mem.create_rom_device(&name, 0x1000, Arc::new(NullOps)).unwrap(),
+            4 => mem
+                .create_rom_device(&name, 0x1000, Arc::new(NullOps))
+                .unwrap(),
             _ => mem.create_reservation(&name, 0x800).unwrap(),
         };
         pool.push(id);
@@ -124,14 +173,23 @@ fn world() -> World {
         spaces,
         watched: Vec::new(),
         depth: 0,
+        added: std::collections::HashMap::new(),
+        clock: 0,
     }
 }
 
 fn fingerprint(mem: &Memory) -> String {
-    let mut lines: Vec<String> = mem.regions().map(|(id, r)| format!("{id:?} {r:?}")).collect();
+    let mut lines: Vec<String> = mem
+        .regions()
+        .map(|(id, r)| format!("{id:?} {r:?}"))
+        .collect();
     lines.sort();
     for a in mem.address_spaces() {
-        lines.push(format!("{:?} {:?}", mem.listeners_of(a).unwrap(), mem.view(a).unwrap()));
+        lines.push(format!(
+            "{:?} {:?}",
+            mem.listeners_of(a).unwrap(),
+            mem.view(a).unwrap()
+        ));
     }
     lines.join("\n")
 }
@@ -139,10 +197,16 @@ fn fingerprint(mem: &Memory) -> String {
 impl World {
     fn apply(&mut self, op: &Op) {
         let before = fingerprint(&self.mem);
-        let p = |i: usize| self.pool[i % POOL];
+        let pool = self.pool.clone();
+        let p = |i: usize| pool[i % POOL];
         let m = &mut self.mem;
         let result = match *op {
-            Op::Add { parent, child, addr, prio } => {
+            Op::Add {
+                parent,
+                child,
+                addr,
+                prio,
+            } => {
                 let parent = if parent == POOL { self.root } else { p(parent) };
                 m.add_subregion_overlap(parent, addr, p(child), prio)
             }
@@ -185,7 +249,12 @@ impl World {
                 let config = ListenerConfig::new(name).priority(prio);
                 match m.register_listener(space, config, Box::new(rec)) {
                     Ok(id) => {
-                        self.watched.push(Watched { id, space, log, picky });
+                        self.watched.push(Watched {
+                            id,
+                            space,
+                            log,
+                            picky,
+                        });
                         Ok(())
                     }
                     Err(e) => {
@@ -201,14 +270,33 @@ impl World {
                     return;
                 }
                 let w = self.watched.remove(which % self.watched.len());
-                let mode = if replay { Unregister::Replay } else { Unregister::Detach };
+                let mode = if replay {
+                    Unregister::Replay
+                } else {
+                    Unregister::Detach
+                };
                 m.unregister_listener(w.id, mode).unwrap();
                 if replay {
-                    assert!(held(&w.log.take(), w.picky).is_empty(), "replay left holdings");
+                    assert!(
+                        held(&w.log.take(), w.picky).is_empty(),
+                        "replay left holdings"
+                    );
                 }
                 Ok(())
             }
         };
+        let readded = match *op {
+            Op::Add { child, .. } => Some(p(child)),
+            Op::Move { r, .. } | Op::Prio { r, .. } => Some(p(r)),
+            _ => None,
+        };
+        if let (Some(r), true) = (
+            readded,
+            result.is_ok() || matches!(result, Err(addrspace_core::Error::ListenerRefused { .. })),
+        ) {
+            self.clock += 1;
+            self.added.insert(r, self.clock);
+        }
         match result {
             Ok(()) => {}
             Err(addrspace_core::Error::ListenerRefused { .. }) => {}
@@ -226,7 +314,11 @@ impl World {
                 .map(|r| (r.start, (*r, r.dirty_log_mask)))
                 .collect();
             let got = held(&w.log.entries(), w.picky);
-            assert_eq!(got.len(), expect.len(), "listener holds {got:?}, view is {expect:?}");
+            assert_eq!(
+                got.len(),
+                expect.len(),
+                "listener holds {got:?}, view is {expect:?}"
+            );
             for (start, (r, mask)) in &expect {
                 let (h, hmask) = got.get(start).expect("held");
                 assert!(h.same_mapping(r), "held {h:?} but view has {r:?}");
@@ -238,11 +330,16 @@ impl World {
             let root = self.mem.address_space_root(space).unwrap();
             let mut samples = vec![0, u64::MAX, 0x8000_0000];
             for r in &view.ranges {
-                samples.extend([r.start, r.last, r.start.wrapping_sub(1), r.last.wrapping_add(1)]);
+                samples.extend([
+                    r.start,
+                    r.last,
+                    r.start.wrapping_sub(1),
+                    r.last.wrapping_add(1),
+                ]);
             }
             samples.extend((0..0x12000u64).step_by(0x3ff));
             for a in samples {
-                let want = walk(&self.mem, root, a);
+                let want = walk(&self.mem, &self.added, root, a);
                 let got = view
                     .lookup(a)
                     .map(|r| (r.region, r.offset_in_region + (a - r.start), r.readonly));
@@ -258,7 +355,10 @@ fn held(entries: &[Entry], picky: bool) -> BTreeMap<u64, (FlatRange, DirtyLogMas
     for e in entries {
         match &e.event {
             Event::RegionAdd(r) if !(picky && refused_by_picky(r)) => {
-                assert!(held.insert(r.start, (*r, DirtyLogMask::EMPTY)).is_none(), "added twice {r:?}");
+                assert!(
+                    held.insert(r.start, (*r, DirtyLogMask::EMPTY)).is_none(),
+                    "added twice {r:?}"
+                );
             }
             Event::RegionDel(r) => {
                 let (h, mask) = held.remove(&r.start).expect("deleted a range not held");
@@ -266,7 +366,9 @@ fn held(entries: &[Entry], picky: bool) -> BTreeMap<u64, (FlatRange, DirtyLogMas
                 assert!(mask.is_empty(), "deleted while still logged");
             }
             Event::LogStart(r, old, new) | Event::LogStop(r, old, new) => {
-                let entry = held.get_mut(&r.start).expect("log change on a range not held");
+                let entry = held
+                    .get_mut(&r.start)
+                    .expect("log change on a range not held");
                 assert_eq!(entry.1, *old, "log change from a stale mask");
                 entry.1 = *new;
             }
@@ -278,32 +380,70 @@ fn held(entries: &[Entry], picky: bool) -> BTreeMap<u64, (FlatRange, DirtyLogMas
 
 /// The rules, point by point: which region, at which offset, read-only or
 /// not, serves `addr` in the tree under `root`.
-fn walk(mem: &Memory, root: RegionId, addr: u64) -> Option<(RegionId, u64, bool)> {
+fn walk(mem: &Memory, added: &Added, root: RegionId, addr: u64) -> Option<(RegionId, u64, bool)> {
     let r = mem.region(root).unwrap();
-    visit(mem, root, -(r.addr() as i128), (0, SIZE_2_64 as i128), addr as i128, false)
+    let o = Oracle { mem, added };
+    o.visit(
+        root,
+        -(r.addr() as i128),
+        (0, SIZE_2_64 as i128),
+        addr as i128,
+        false,
+    )
 }
 
-fn visit(mem: &Memory, id: RegionId, base: i128, clip: (i128, i128), a: i128, ro: bool) -> Option<(RegionId, u64, bool)> {
-    let r = mem.region(id).unwrap();
-    if !r.enabled() {
-        return None;
-    }
-    let start = base + r.addr() as i128;
-    let clip = (clip.0.max(start), clip.1.min(start + r.size() as i128));
-    if a < clip.0 || a >= clip.1 {
-        return None;
-    }
-    let ro = ro || r.readonly();
-    if let RegionKind::Alias { target, offset } = r.kind() {
-        let t = mem.region(*target).unwrap();
-        return visit(mem, *target, start - *offset as i128 - t.addr() as i128, clip, a, ro);
-    }
-    for &sub in r.subregions() {
-        if let Some(hit) = visit(mem, sub, start, clip, a, ro) {
-            return Some(hit);
+type Added = std::collections::HashMap<RegionId, u64>;
+
+struct Oracle<'a> {
+    mem: &'a Memory,
+    added: &'a Added,
+}
+
+impl Oracle<'_> {
+    fn visit(
+        &self,
+        id: RegionId,
+        base: i128,
+        clip: (i128, i128),
+        a: i128,
+        ro: bool,
+    ) -> Option<(RegionId, u64, bool)> {
+        let mem = self.mem;
+        let r = mem.region(id).unwrap();
+        if !r.enabled() {
+            return None;
         }
+        let start = base + r.addr() as i128;
+        let clip = (clip.0.max(start), clip.1.min(start + r.size() as i128));
+        if a < clip.0 || a >= clip.1 {
+            return None;
+        }
+        let ro = ro || r.readonly();
+        if let RegionKind::Alias { target, offset } = r.kind() {
+            let t = mem.region(*target).unwrap();
+            return self.visit(
+                *target,
+                start - *offset as i128 - t.addr() as i128,
+                clip,
+                a,
+                ro,
+            );
+        }
+        // Highest priority first; among equals, the most recently added.
+        let mut subs = r.subregions().to_vec();
+        subs.sort_by_key(|s| {
+            (
+                std::cmp::Reverse(mem.region(*s).unwrap().priority()),
+                std::cmp::Reverse(self.added[s]),
+            )
+        });
+        for sub in subs {
+            if let Some(hit) = self.visit(sub, start, clip, a, ro) {
+                return Some(hit);
+            }
+        }
+        r.kind().terminates().then(|| (id, (a - start) as u64, ro))
     }
-    r.kind().terminates().then(|| (id, (a - start) as u64, ro))
 }
 
 proptest! {
