@@ -155,10 +155,6 @@ impl<T> Arena<T> {
             )
         })
     }
-
-    pub(crate) fn len(&self) -> usize {
-        self.slots.len()
-    }
 }
 
 #[cfg(test)]
