@@ -1,9 +1,17 @@
 //! addrspace: memory-region trees, flat views and listeners for virtual
 //! machine monitors.
 //!
-//! This umbrella crate re-exports [`addrspace_core`] and, behind features,
-//! the crates built on it.
+//! This umbrella crate re-exports [`addrspace_core`] (regions, address
+//! spaces, flat views, transactions, listeners) and, behind features, the
+//! crates built on it: [`mtree`] (QEMU `info mtree` import and printing).
+//! It also holds the machine models that the demo, examples, tests and
+//! benchmarks share ([`pc`]).
+
+#![warn(missing_docs, missing_debug_implementations)]
 
 pub use addrspace_core::*;
 #[cfg(feature = "mtree")]
 pub use addrspace_mtree as mtree;
+
+pub mod demo;
+pub mod pc;
