@@ -45,6 +45,47 @@ impl ListenerEntry {
     }
 }
 
+/// What changed in (part of) a view: the old and new ranges over the same
+/// addresses, and the ioeventfds and coalesced ranges placed by them.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Delta {
+    pub(crate) old: Vec<FlatRange>,
+    pub(crate) new: Vec<FlatRange>,
+    pub(crate) old_fds: Vec<FlatIoeventfd>,
+    pub(crate) new_fds: Vec<FlatIoeventfd>,
+    pub(crate) old_co: Vec<FlatCoalesced>,
+    pub(crate) new_co: Vec<FlatCoalesced>,
+}
+
+impl Delta {
+    /// The change from `old` to `new`, whole.
+    pub(crate) fn whole(old: &FlatView, new: &FlatView) -> Delta {
+        Delta {
+            old: old.ranges.iter().copied().collect(),
+            new: new.ranges.iter().copied().collect(),
+            old_fds: old.ioeventfds.clone(),
+            new_fds: new.ioeventfds.clone(),
+            old_co: old.coalesced.clone(),
+            new_co: new.coalesced.clone(),
+        }
+    }
+
+    /// True if nothing changed.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.old == self.new && self.old_fds == self.new_fds && self.old_co == self.new_co
+    }
+
+    /// Appends `other`, which lies entirely above `self`.
+    pub(crate) fn extend(&mut self, other: Delta) {
+        self.old.extend(other.old);
+        self.new.extend(other.new);
+        self.old_fds.extend(other.old_fds);
+        self.new_fds.extend(other.new_fds);
+        self.old_co.extend(other.old_co);
+        self.new_co.extend(other.new_co);
+    }
+}
+
 /// One step of walking two sorted range lists together.
 enum Step<'a> {
     Deleted(&'a FlatRange),
@@ -186,65 +227,39 @@ impl Dispatcher<'_> {
         }
     }
 
-    /// Tells `order` (the listeners of `as_id`, ascending) how the view
-    /// went from `old` to `new`.
-    pub(crate) fn view_change(
-        &mut self,
-        as_id: AddressSpaceId,
-        order: &[ListenerId],
-        old: &FlatView,
-        new: &FlatView,
-    ) {
-        walk(&old.ranges, &new.ranges, |step| {
+    /// Tells `order` (the listeners of `as_id`, ascending) what `delta`
+    /// changed.
+    pub(crate) fn view_change(&mut self, as_id: AddressSpaceId, order: &[ListenerId], delta: &Delta) {
+        walk(&delta.old, &delta.new, |step| {
             if let Step::Deleted(o) = step {
                 self.range_deleted(as_id, order, o);
             }
         });
-        walk(&old.ranges, &new.ranges, |step| match step {
+        walk(&delta.old, &delta.new, |step| match step {
             Step::Kept(o, n) => self.range_kept(as_id, order, o, n),
             Step::Added(n) => self.range_added(as_id, order, n),
             Step::Deleted(_) => {}
         });
-        walk_sorted(
-            &old.ioeventfds,
-            &new.ioeventfds,
-            FlatIoeventfd::key,
-            |o, _| {
-                if let Some(o) = o {
-                    self.fd_deleted(order, o);
-                }
-            },
-        );
-        walk_sorted(
-            &old.ioeventfds,
-            &new.ioeventfds,
-            FlatIoeventfd::key,
-            |_, n| {
-                if let Some(n) = n {
-                    self.fd_added(order, n);
-                }
-            },
-        );
-        walk_sorted(
-            &old.coalesced,
-            &new.coalesced,
-            |c| *c,
-            |o, _| {
-                if let Some(o) = o {
-                    self.coalesced(order, o, false);
-                }
-            },
-        );
-        walk_sorted(
-            &old.coalesced,
-            &new.coalesced,
-            |c| *c,
-            |_, n| {
-                if let Some(n) = n {
-                    self.coalesced(order, n, true);
-                }
-            },
-        );
+        walk_sorted(&delta.old_fds, &delta.new_fds, FlatIoeventfd::key, |o, _| {
+            if let Some(o) = o {
+                self.fd_deleted(order, o);
+            }
+        });
+        walk_sorted(&delta.old_fds, &delta.new_fds, FlatIoeventfd::key, |_, n| {
+            if let Some(n) = n {
+                self.fd_added(order, n);
+            }
+        });
+        walk_sorted(&delta.old_co, &delta.new_co, |c| *c, |o, _| {
+            if let Some(o) = o {
+                self.coalesced(order, o, false);
+            }
+        });
+        walk_sorted(&delta.old_co, &delta.new_co, |c| *c, |_, n| {
+            if let Some(n) = n {
+                self.coalesced(order, n, true);
+            }
+        });
     }
 
     fn range_deleted(&mut self, as_id: AddressSpaceId, order: &[ListenerId], fr: &FlatRange) {

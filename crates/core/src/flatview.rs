@@ -3,6 +3,7 @@
 use crate::id::RegionId;
 use crate::ioevent::{FlatCoalesced, FlatIoeventfd};
 use crate::range::AddrRange;
+use crate::ranges::RangeList;
 use crate::region::DirtyLogMask;
 
 /// One range of a flat view (QEMU's `FlatRange`): addresses
@@ -85,7 +86,7 @@ pub struct FlatView {
     /// address space's root resolves to nothing (disabled).
     pub root: Option<RegionId>,
     /// Disjoint ranges sorted by address.
-    pub ranges: Vec<FlatRange>,
+    pub ranges: RangeList,
     /// Ioeventfds placed in the view, sorted.
     pub ioeventfds: Vec<FlatIoeventfd>,
     /// Coalesced-MMIO ranges placed in the view, sorted.
@@ -94,16 +95,23 @@ pub struct FlatView {
 
 impl FlatView {
     /// The range containing `addr`, if any.
+    #[inline]
     pub fn lookup(&self, addr: u64) -> Option<&FlatRange> {
-        let i = self.ranges.partition_point(|r| r.last < addr);
-        self.ranges.get(i).filter(|r| r.start <= addr)
+        self.ranges.lookup(addr)
     }
 
     /// The ranges that intersect `[start, end)`, in order.
-    pub fn ranges_in(&self, start: u64, end: u128) -> &[FlatRange] {
-        let lo = self.ranges.partition_point(|r| r.last < start);
-        let hi = self.ranges.partition_point(|r| (r.start as u128) < end);
-        &self.ranges[lo..hi.max(lo)]
+    pub fn ranges_in(&self, start: u64, end: u128) -> Vec<FlatRange> {
+        let lo = self.ranges.index_from(start);
+        let hi = self.ranges.index_to(end);
+        self.ranges.slice(lo, hi.max(lo))
+    }
+
+    /// Bytes of heap the view uses.
+    pub fn heap_bytes(&self) -> usize {
+        self.ranges.heap_bytes()
+            + self.ioeventfds.capacity() * std::mem::size_of::<FlatIoeventfd>()
+            + self.coalesced.capacity() * std::mem::size_of::<FlatCoalesced>()
     }
 }
 
@@ -133,11 +141,11 @@ mod tests {
     #[test]
     fn lookup_finds_containing_range_and_misses_gaps() {
         let view = FlatView {
-            ranges: vec![
+            ranges: RangeList::from_vec(vec![
                 fr(0x0, 0xfff),
                 fr(0x2000, 0x2fff),
                 fr(0xffff_f000, u64::MAX),
-            ],
+            ]),
             ..FlatView::default()
         };
         assert_eq!(view.lookup(0x10).map(|r| r.start), Some(0));
@@ -149,7 +157,7 @@ mod tests {
     #[test]
     fn ranges_in_returns_intersecting_ranges() {
         let view = FlatView {
-            ranges: vec![fr(0x0, 0xfff), fr(0x2000, 0x2fff), fr(0x4000, 0x4fff)],
+            ranges: RangeList::from_vec(vec![fr(0x0, 0xfff), fr(0x2000, 0x2fff), fr(0x4000, 0x4fff)]),
             ..FlatView::default()
         };
         let hit: Vec<u64> = view

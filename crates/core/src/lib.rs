@@ -48,6 +48,7 @@ pub mod listener;
 mod memory;
 mod ops;
 mod range;
+mod ranges;
 pub mod recorder;
 mod region;
 mod render;
@@ -66,4 +67,5 @@ pub use listener::{
 pub use memory::Memory;
 pub use ops::{AccessSizes, MmioOps, NullOps};
 pub use range::AddrRange;
+pub use ranges::{RangeList, CHUNK};
 pub use region::{DirtyClient, DirtyLogMask, KindTag, Region, RegionKind, SIZE_2_64};

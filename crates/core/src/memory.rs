@@ -7,7 +7,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::address_space::{AddressSpace, ViewHandle};
-use crate::dispatch::{Dispatcher, ListenerEntry};
+use crate::dispatch::{Delta, Dispatcher, ListenerEntry};
 use crate::error::{Error, ListenerFailure};
 use crate::flatview::FlatView;
 use crate::id::{next_space, AddressSpaceId, Arena, ListenerId, Miss, RegionId};
@@ -243,7 +243,7 @@ impl Memory {
                 .get_mut(as_id.0)
                 .expect("ordered spaces are live");
             tracing::debug!(address_space = %space.name, ranges = new.ranges.len(), "view changed");
-            d.view_change(as_id, &space.listeners, &space.view, &new);
+            d.view_change(as_id, &space.listeners, &Delta::whole(&space.view, &new));
             space.publish(new);
         }
         d.bracket(&self.listener_order, true);
@@ -366,7 +366,7 @@ impl Memory {
             failures: &mut failures,
         };
         d.bracket(&[id], false);
-        d.view_change(as_id, &[id], &empty, &space.view);
+        d.view_change(as_id, &[id], &Delta::whole(&empty, &space.view));
         d.bracket(&[id], true);
         if failures.is_empty() {
             return Ok(id);
@@ -378,7 +378,7 @@ impl Memory {
             failures: &mut undo,
         };
         d.bracket(&[id], false);
-        d.view_change(as_id, &[id], &space.view, &empty);
+        d.view_change(as_id, &[id], &Delta::whole(&space.view, &empty));
         d.bracket(&[id], true);
         self.forget_listener(id);
         refused(failures).map(|()| id)
@@ -401,7 +401,7 @@ impl Memory {
                 failures: &mut failures,
             };
             d.bracket(&[id], false);
-            d.view_change(as_id, &[id], &space.view, &empty);
+            d.view_change(as_id, &[id], &Delta::whole(&space.view, &empty));
             d.bracket(&[id], true);
         }
         Ok(self.forget_listener(id))

@@ -29,6 +29,7 @@ use std::ops::Bound;
 use crate::flatview::{FlatRange, FlatView};
 use crate::id::{Arena, RegionId};
 use crate::ioevent::{FlatCoalesced, FlatIoeventfd};
+use crate::ranges::RangeList;
 use crate::region::{DirtyClient, DirtyLogMask, Region, RegionKind, SIZE_2_64};
 
 /// Read-only access to the region arena for rendering.
@@ -116,7 +117,7 @@ impl Regions<'_> {
         let (ioeventfds, coalesced) = self.placements(&ranges);
         FlatView {
             root,
-            ranges,
+            ranges: RangeList::from_vec(ranges),
             ioeventfds,
             coalesced,
         }

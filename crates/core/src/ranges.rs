@@ -1,0 +1,274 @@
+//! [`RangeList`]: the sorted ranges of a flat view, stored in shared chunks.
+//!
+//! A commit that changes a few ranges of a large view must not copy the
+//! whole view to publish it (readers hold the old one). Ranges live in
+//! chunks of at most [`CHUNK`] behind `Arc`s; a splice copies only the
+//! chunks it touches and the small chunk index, and shares the rest with
+//! the previous version.
+
+use std::sync::Arc;
+
+use crate::flatview::FlatRange;
+
+/// Most ranges a chunk holds.
+pub const CHUNK: usize = 64;
+
+/// Sorted, disjoint flat ranges in shared chunks.
+#[derive(Clone, Default)]
+pub struct RangeList {
+    chunks: Vec<Arc<[FlatRange]>>,
+    /// First address of each chunk.
+    firsts: Vec<u64>,
+    /// Number of ranges before each chunk.
+    before: Vec<usize>,
+    len: usize,
+}
+
+impl RangeList {
+    /// Builds a list from sorted, disjoint ranges.
+    pub fn from_vec(ranges: Vec<FlatRange>) -> RangeList {
+        let mut list = RangeList::default();
+        list.push_chunks(&ranges);
+        list
+    }
+
+    fn push_chunks(&mut self, ranges: &[FlatRange]) {
+        if ranges.is_empty() {
+            return;
+        }
+        let n = ranges.len().div_ceil(CHUNK);
+        let per = ranges.len().div_ceil(n);
+        for part in ranges.chunks(per) {
+            self.push_chunk(Arc::from(part));
+        }
+    }
+
+    fn push_chunk(&mut self, chunk: Arc<[FlatRange]>) {
+        self.firsts.push(chunk[0].start);
+        self.before.push(self.len);
+        self.len += chunk.len();
+        self.chunks.push(chunk);
+    }
+
+    /// Number of ranges.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True if there are no ranges.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The ranges in address order.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = &FlatRange> + '_ {
+        self.chunks.iter().flat_map(|c| c.iter())
+    }
+
+    /// The `i`-th range.
+    pub fn get(&self, i: usize) -> Option<&FlatRange> {
+        if i >= self.len {
+            return None;
+        }
+        let c = self.before.partition_point(|&b| b <= i) - 1;
+        self.chunks[c].get(i - self.before[c])
+    }
+
+    /// The first range.
+    pub fn first(&self) -> Option<&FlatRange> {
+        self.chunks.first().map(|c| &c[0])
+    }
+
+    /// The last range.
+    pub fn last(&self) -> Option<&FlatRange> {
+        self.chunks.last().and_then(|c| c.last())
+    }
+
+    /// The range containing `addr`, if any.
+    #[inline]
+    pub fn lookup(&self, addr: u64) -> Option<&FlatRange> {
+        let c = self.firsts.partition_point(|&f| f <= addr);
+        if c == 0 {
+            return None;
+        }
+        let chunk = &self.chunks[c - 1];
+        let i = chunk.partition_point(|r| r.last < addr);
+        chunk.get(i).filter(|r| r.start <= addr)
+    }
+
+    /// Index of the first range whose last address is `>= addr`.
+    pub fn index_from(&self, addr: u64) -> usize {
+        let c = self.firsts.partition_point(|&f| f <= addr).saturating_sub(1);
+        match self.chunks.get(c) {
+            Some(chunk) => self.before[c] + chunk.partition_point(|r| r.last < addr),
+            None => 0,
+        }
+    }
+
+    /// Index of the first range starting at or after `end` (an exclusive
+    /// bound that may be 2^64).
+    pub fn index_to(&self, end: u128) -> usize {
+        let c = self.firsts.partition_point(|&f| (f as u128) < end).saturating_sub(1);
+        match self.chunks.get(c) {
+            Some(chunk) => self.before[c] + chunk.partition_point(|r| (r.start as u128) < end),
+            None => 0,
+        }
+    }
+
+    /// The ranges `i..j`, copied.
+    pub fn slice(&self, i: usize, j: usize) -> Vec<FlatRange> {
+        (i..j).filter_map(|k| self.get(k).copied()).collect()
+    }
+
+    /// A new list with ranges `i..j` replaced by `new`; untouched chunks
+    /// are shared with `self`.
+    pub fn splice(&self, i: usize, j: usize, new: &[FlatRange]) -> RangeList {
+        if self.chunks.is_empty() {
+            return RangeList::from_vec(new.to_vec());
+        }
+        // Chunks ci..cj (exclusive) hold ranges i..j; rebuild only those.
+        let ci = self.before.partition_point(|&b| b <= i).saturating_sub(1);
+        let cj = if j == 0 {
+            ci + 1
+        } else {
+            (self.before.partition_point(|&b| b < j)).max(ci + 1)
+        };
+        let first = self.before[ci];
+        let mut middle: Vec<FlatRange> = self.chunks[ci][..i - first].to_vec();
+        middle.extend_from_slice(new);
+        let last_chunk = cj - 1;
+        let tail_from = j.saturating_sub(self.before[last_chunk]).min(self.chunks[last_chunk].len());
+        middle.extend_from_slice(&self.chunks[last_chunk][tail_from..]);
+        let mut out = RangeList::default();
+        for c in &self.chunks[..ci] {
+            out.push_chunk(Arc::clone(c));
+        }
+        out.push_chunks(&middle);
+        for c in &self.chunks[cj..] {
+            out.push_chunk(Arc::clone(c));
+        }
+        out
+    }
+
+    /// Bytes of heap this list uses (chunks and index).
+    pub fn heap_bytes(&self) -> usize {
+        let index = self.chunks.capacity() * std::mem::size_of::<Arc<[FlatRange]>>()
+            + self.firsts.capacity() * 8
+            + self.before.capacity() * std::mem::size_of::<usize>();
+        let chunks: usize = self
+            .chunks
+            .iter()
+            .map(|c| c.len() * std::mem::size_of::<FlatRange>() + 2 * std::mem::size_of::<usize>())
+            .sum();
+        index + chunks
+    }
+}
+
+impl PartialEq for RangeList {
+    fn eq(&self, other: &Self) -> bool {
+        self.len == other.len && self.iter().eq(other.iter())
+    }
+}
+impl Eq for RangeList {}
+
+impl std::fmt::Debug for RangeList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl std::ops::Index<usize> for RangeList {
+    type Output = FlatRange;
+    fn index(&self, i: usize) -> &FlatRange {
+        self.get(i).expect("range index out of bounds")
+    }
+}
+
+impl<'a> IntoIterator for &'a RangeList {
+    type Item = &'a FlatRange;
+    type IntoIter = Box<dyn DoubleEndedIterator<Item = &'a FlatRange> + 'a>;
+    fn into_iter(self) -> Self::IntoIter {
+        Box::new(self.iter())
+    }
+}
+
+impl FromIterator<FlatRange> for RangeList {
+    fn from_iter<I: IntoIterator<Item = FlatRange>>(iter: I) -> Self {
+        RangeList::from_vec(iter.into_iter().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::{RawId, RegionId};
+    use crate::region::DirtyLogMask;
+    use proptest::prelude::*;
+
+    fn fr(start: u64, last: u64) -> FlatRange {
+        FlatRange {
+            start,
+            last,
+            region: RegionId(RawId {
+                space: 0,
+                index: 0,
+                generation: 0,
+            }),
+            offset_in_region: 0,
+            readonly: false,
+            nonvolatile: false,
+            unmergeable: false,
+            romd_mode: false,
+            dirty_log_mask: DirtyLogMask::EMPTY,
+        }
+    }
+
+    fn list(n: u64) -> Vec<FlatRange> {
+        (0..n).map(|i| fr(i * 0x10, i * 0x10 + 7)).collect()
+    }
+
+    #[test]
+    fn lookup_across_chunks_finds_ranges_and_gaps() {
+        let l = RangeList::from_vec(list(1000));
+        assert_eq!(l.lookup(0x10 * 700 + 3).map(|r| r.start), Some(0x10 * 700));
+        assert_eq!(l.lookup(0x10 * 700 + 8), None);
+        assert_eq!(l.lookup(u64::MAX), None);
+        assert_eq!(l.len(), 1000);
+    }
+
+    #[test]
+    fn splice_shares_untouched_chunks() {
+        let l = RangeList::from_vec(list(1000));
+        let m = l.splice(500, 501, &[fr(500 * 0x10, 500 * 0x10 + 1)]);
+        let shared = l.chunks.iter().filter(|c| m.chunks.iter().any(|d| Arc::ptr_eq(c, d))).count();
+        assert!(shared >= l.chunks.len() - 1);
+        assert_eq!(m.get(500).unwrap().last, 500 * 0x10 + 1);
+        assert_eq!(m.len(), 1000);
+    }
+
+    proptest! {
+        #[test]
+        fn splice_equals_vec_splice(n in 0u64..300, i in 0usize..300, del in 0usize..40, ins in 0usize..40) {
+            let base = list(n);
+            let i = i.min(base.len());
+            let j = (i + del).min(base.len());
+            // Replacement ranges that fit between base[i-1] and base[j].
+            let lo = if i == 0 { 0 } else { base[i - 1].last + 1 };
+            let new: Vec<FlatRange> = (0..ins as u64)
+                .map(|k| lo + k * 2)
+                .filter(|&s| j == base.len() || s + 1 < base[j].start)
+                .map(|s| fr(s, s))
+                .collect();
+            let mut want = base.clone();
+            want.splice(i..j, new.iter().copied());
+            let got = RangeList::from_vec(base).splice(i, j, &new);
+            prop_assert_eq!(got.iter().copied().collect::<Vec<_>>(), want.clone());
+            for (k, r) in want.iter().enumerate() {
+                prop_assert_eq!(got.get(k), Some(r));
+                prop_assert_eq!(got.lookup(r.start), Some(r));
+                prop_assert_eq!(got.index_from(r.start), k);
+                prop_assert_eq!(got.index_to(r.start as u128), k);
+            }
+        }
+    }
+}
