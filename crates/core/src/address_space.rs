@@ -1,53 +1,86 @@
-//! Address spaces and the snapshots readers hold.
+//! Address spaces, the views they share, and the snapshots readers hold.
 
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
 use crate::flatview::FlatView;
-use crate::id::{ListenerId, RegionId};
+use crate::id::{AddressSpaceId, ListenerId, RegionId};
+
+/// Where readers find the current view of one flat-view root. All address
+/// spaces that resolve to that root point at the same cell, so a commit
+/// publishes a changed view once, however many address spaces share it.
+#[derive(Debug)]
+pub(crate) struct ViewCell {
+    pub(crate) view: ArcSwap<FlatView>,
+}
+
+/// A rendered view and who uses it.
+#[derive(Debug)]
+pub(crate) struct RootView {
+    pub(crate) view: Arc<FlatView>,
+    pub(crate) cell: Arc<ViewCell>,
+    pub(crate) users: Vec<AddressSpaceId>,
+}
+
+impl RootView {
+    pub(crate) fn new(view: FlatView) -> RootView {
+        let view = Arc::new(view);
+        RootView {
+            cell: Arc::new(ViewCell {
+                view: ArcSwap::new(Arc::clone(&view)),
+            }),
+            view,
+            users: Vec::new(),
+        }
+    }
+
+    pub(crate) fn publish(&mut self, view: Arc<FlatView>) {
+        self.cell.view.store(Arc::clone(&view));
+        self.view = view;
+    }
+}
 
 /// An address space: a root region and the flat view it resolves to.
 pub(crate) struct AddressSpace {
     pub(crate) name: String,
     pub(crate) root: RegionId,
-    /// The committed view.
-    pub(crate) view: Arc<FlatView>,
-    /// Where readers pick up the committed view without locking.
-    pub(crate) published: Arc<ArcSwap<FlatView>>,
+    /// The region the view is rendered from (`None`: nothing renders).
+    pub(crate) flat_root: Option<RegionId>,
+    /// The regions walked from `root` to `flat_root` (both included): a
+    /// change to any of them may change `flat_root`.
+    pub(crate) chain: Vec<RegionId>,
+    /// Points readers at the cell of the current flat root.
+    pub(crate) cell: Arc<ArcSwap<ViewCell>>,
     /// Registered listeners, ascending by (priority, registration order).
     pub(crate) listeners: Vec<ListenerId>,
-}
-
-impl AddressSpace {
-    pub(crate) fn publish(&mut self, view: Arc<FlatView>) {
-        self.published.store(Arc::clone(&view));
-        self.view = view;
-    }
+    /// Created in the current transaction: not yet resolved.
+    pub(crate) fresh: bool,
 }
 
 /// A reader's handle on an address space's committed flat view.
 ///
 /// Cloning is cheap. [`load`](Self::load) returns the view committed last,
 /// as an `Arc` that never changes under the reader; the writer publishes a
-/// new view with an atomic pointer swap, so readers never block it and
-/// never see a half-updated view.
+/// new view with atomic pointer swaps, so readers never block it and never
+/// see a half-updated view.
 #[derive(Clone)]
 pub struct ViewHandle {
-    pub(crate) published: Arc<ArcSwap<FlatView>>,
+    pub(crate) cell: Arc<ArcSwap<ViewCell>>,
 }
 
 impl ViewHandle {
     /// The current committed view.
+    #[inline]
     pub fn load(&self) -> Arc<FlatView> {
-        self.published.load_full()
+        self.cell.load().view.load_full()
     }
 }
 
 impl std::fmt::Debug for ViewHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ViewHandle")
-            .field("ranges", &self.published.load().ranges.len())
+            .field("ranges", &self.load().ranges.len())
             .finish()
     }
 }

@@ -47,7 +47,7 @@ impl ListenerEntry {
 
 /// What changed in (part of) a view: the old and new ranges over the same
 /// addresses, and the ioeventfds and coalesced ranges placed by them.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Delta {
     pub(crate) old: Vec<FlatRange>,
     pub(crate) new: Vec<FlatRange>,
@@ -73,16 +73,6 @@ impl Delta {
     /// True if nothing changed.
     pub(crate) fn is_empty(&self) -> bool {
         self.old == self.new && self.old_fds == self.new_fds && self.old_co == self.new_co
-    }
-
-    /// Appends `other`, which lies entirely above `self`.
-    pub(crate) fn extend(&mut self, other: Delta) {
-        self.old.extend(other.old);
-        self.new.extend(other.new);
-        self.old_fds.extend(other.old_fds);
-        self.new_fds.extend(other.new_fds);
-        self.old_co.extend(other.old_co);
-        self.new_co.extend(other.new_co);
     }
 }
 
@@ -229,7 +219,12 @@ impl Dispatcher<'_> {
 
     /// Tells `order` (the listeners of `as_id`, ascending) what `delta`
     /// changed.
-    pub(crate) fn view_change(&mut self, as_id: AddressSpaceId, order: &[ListenerId], delta: &Delta) {
+    pub(crate) fn view_change(
+        &mut self,
+        as_id: AddressSpaceId,
+        order: &[ListenerId],
+        delta: &Delta,
+    ) {
         walk(&delta.old, &delta.new, |step| {
             if let Step::Deleted(o) = step {
                 self.range_deleted(as_id, order, o);
@@ -240,26 +235,46 @@ impl Dispatcher<'_> {
             Step::Added(n) => self.range_added(as_id, order, n),
             Step::Deleted(_) => {}
         });
-        walk_sorted(&delta.old_fds, &delta.new_fds, FlatIoeventfd::key, |o, _| {
-            if let Some(o) = o {
-                self.fd_deleted(order, o);
-            }
-        });
-        walk_sorted(&delta.old_fds, &delta.new_fds, FlatIoeventfd::key, |_, n| {
-            if let Some(n) = n {
-                self.fd_added(order, n);
-            }
-        });
-        walk_sorted(&delta.old_co, &delta.new_co, |c| *c, |o, _| {
-            if let Some(o) = o {
-                self.coalesced(order, o, false);
-            }
-        });
-        walk_sorted(&delta.old_co, &delta.new_co, |c| *c, |_, n| {
-            if let Some(n) = n {
-                self.coalesced(order, n, true);
-            }
-        });
+        walk_sorted(
+            &delta.old_fds,
+            &delta.new_fds,
+            FlatIoeventfd::key,
+            |o, _| {
+                if let Some(o) = o {
+                    self.fd_deleted(order, o);
+                }
+            },
+        );
+        walk_sorted(
+            &delta.old_fds,
+            &delta.new_fds,
+            FlatIoeventfd::key,
+            |_, n| {
+                if let Some(n) = n {
+                    self.fd_added(order, n);
+                }
+            },
+        );
+        walk_sorted(
+            &delta.old_co,
+            &delta.new_co,
+            |c| *c,
+            |o, _| {
+                if let Some(o) = o {
+                    self.coalesced(order, o, false);
+                }
+            },
+        );
+        walk_sorted(
+            &delta.old_co,
+            &delta.new_co,
+            |c| *c,
+            |_, n| {
+                if let Some(n) = n {
+                    self.coalesced(order, n, true);
+                }
+            },
+        );
     }
 
     fn range_deleted(&mut self, as_id: AddressSpaceId, order: &[ListenerId], fr: &FlatRange) {

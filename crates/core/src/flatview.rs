@@ -64,11 +64,15 @@ impl FlatRange {
     }
 
     /// QEMU's `can_merge`: `next` continues `self` in the same region with
-    /// the same attributes.
+    /// the same attributes, and neither is unmergeable.
     pub(crate) fn can_merge(&self, next: &FlatRange) -> bool {
-        !self.unmergeable
-            && !next.unmergeable
-            && self.last.checked_add(1) == Some(next.start)
+        !self.unmergeable && !next.unmergeable && self.continues_into(next)
+    }
+
+    /// `next` starts where `self` ends, in the same region at the next
+    /// offset, with the same attributes.
+    pub(crate) fn continues_into(&self, next: &FlatRange) -> bool {
+        self.last.checked_add(1) == Some(next.start)
             && self.region == next.region
             && self.offset_in_region as u128 + self.size() == next.offset_in_region as u128
             && self.readonly == next.readonly
@@ -157,7 +161,11 @@ mod tests {
     #[test]
     fn ranges_in_returns_intersecting_ranges() {
         let view = FlatView {
-            ranges: RangeList::from_vec(vec![fr(0x0, 0xfff), fr(0x2000, 0x2fff), fr(0x4000, 0x4fff)]),
+            ranges: RangeList::from_vec(vec![
+                fr(0x0, 0xfff),
+                fr(0x2000, 0x2fff),
+                fr(0x4000, 0x4fff),
+            ]),
             ..FlatView::default()
         };
         let hit: Vec<u64> = view

@@ -39,6 +39,7 @@
 mod address_space;
 mod backing;
 mod dispatch;
+mod engine;
 mod error;
 mod flatview;
 mod id;
@@ -56,6 +57,7 @@ mod tree;
 
 pub use address_space::ViewHandle;
 pub use backing::HostMemory;
+pub use engine::Engine;
 pub use error::{Error, ListenerFailure};
 pub use flatview::{FlatRange, FlatView};
 pub use id::{AddressSpaceId, ListenerId, RegionId};

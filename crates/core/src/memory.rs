@@ -1,19 +1,20 @@
 //! [`Memory`]: the region tree, its address spaces and listeners, and the
 //! transaction that keeps them in step.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use smallvec::SmallVec;
 
-use crate::address_space::{AddressSpace, ViewHandle};
+use crate::address_space::{AddressSpace, RootView, ViewCell, ViewHandle};
 use crate::dispatch::{Delta, Dispatcher, ListenerEntry};
+use crate::engine::Engine;
 use crate::error::{Error, ListenerFailure};
 use crate::flatview::FlatView;
 use crate::id::{next_space, AddressSpaceId, Arena, ListenerId, Miss, RegionId};
 use crate::listener::{Listener, ListenerConfig, Unregister};
 use crate::region::Region;
-use crate::render::Regions;
 
 /// The whole memory map of a machine: regions, address spaces, listeners.
 ///
@@ -25,16 +26,29 @@ use crate::render::Regions;
 /// the outermost transaction commits.
 pub struct Memory {
     pub(crate) regions: Arena<Region>,
-    spaces: Arena<AddressSpace>,
-    space_order: Vec<AddressSpaceId>,
-    listeners: Arena<ListenerEntry>,
+    pub(crate) spaces: Arena<AddressSpace>,
+    /// Address spaces in creation order.
+    pub(crate) space_order: Vec<AddressSpaceId>,
+    pub(crate) listeners: Arena<ListenerEntry>,
     /// Every listener, ascending by (priority, registration order).
-    listener_order: Vec<ListenerId>,
+    pub(crate) listener_order: Vec<ListenerId>,
     listener_seq: u64,
     depth: u32,
     pending: bool,
-    global_dirty_log: bool,
+    pub(crate) global_dirty_log: bool,
     doomed: Vec<RegionId>,
+    pub(crate) engine: Engine,
+    /// Rendered views by flat-view root.
+    pub(crate) roots: HashMap<Option<RegionId>, RootView>,
+    /// Which address spaces' root chains pass through a region.
+    pub(crate) chain_index: HashMap<RegionId, SmallVec<[AddressSpaceId; 2]>>,
+    /// Changed in this transaction: address spaces whose chain holds one of
+    /// these resolve their flat root again.
+    pub(crate) touched: HashSet<RegionId>,
+    /// Windows `[lo, hi)` of flat-view roots that may have changed.
+    pub(crate) damage: Vec<(RegionId, i128, i128)>,
+    /// Every view must be rendered again (global dirty logging changed).
+    pub(crate) full_render: bool,
 }
 
 impl Default for Memory {
@@ -69,6 +83,12 @@ impl Memory {
             pending: false,
             global_dirty_log: false,
             doomed: Vec::new(),
+            engine: Engine::default(),
+            roots: HashMap::new(),
+            chain_index: HashMap::new(),
+            touched: HashSet::new(),
+            damage: Vec::new(),
+            full_render: false,
         }
     }
 
@@ -98,7 +118,7 @@ impl Memory {
         Ok(self.regions.get_mut(id.0).expect("checked"))
     }
 
-    fn space(&self, id: AddressSpaceId) -> Result<&AddressSpace, Error> {
+    pub(crate) fn space(&self, id: AddressSpaceId) -> Result<&AddressSpace, Error> {
         match self.spaces.check(id.0) {
             Ok(()) => Ok(self.spaces.get(id.0).expect("checked")),
             Err(Miss::Stale) => Err(Error::StaleAddressSpace(id)),
@@ -207,49 +227,6 @@ impl Memory {
         result
     }
 
-    /// Brings every view up to date and tells the listeners (reference
-    /// engine: every view is rendered again from scratch).
-    fn run_commit(&mut self) -> Result<(), Error> {
-        let _span = tracing::debug_span!("commit", spaces = self.space_order.len()).entered();
-        let regions = Regions {
-            arena: &self.regions,
-            global_dirty_log: self.global_dirty_log,
-        };
-        let mut rendered: HashMap<Option<RegionId>, Arc<FlatView>> = HashMap::new();
-        let mut updates = Vec::new();
-        for &as_id in &self.space_order {
-            let space = self.spaces.get(as_id.0).expect("ordered spaces are live");
-            let root = regions.flat_root(space.root);
-            let view = rendered
-                .entry(root)
-                .or_insert_with(|| Arc::new(regions.render_view(root)));
-            if **view != *space.view {
-                updates.push((as_id, Arc::clone(view)));
-            }
-        }
-        if updates.is_empty() {
-            return Ok(());
-        }
-        let mut failures = Vec::new();
-        let mut d = Dispatcher {
-            regions: &self.regions,
-            listeners: &mut self.listeners,
-            failures: &mut failures,
-        };
-        d.bracket(&self.listener_order, false);
-        for (as_id, new) in updates {
-            let space = self
-                .spaces
-                .get_mut(as_id.0)
-                .expect("ordered spaces are live");
-            tracing::debug!(address_space = %space.name, ranges = new.ranges.len(), "view changed");
-            d.view_change(as_id, &space.listeners, &Delta::whole(&space.view, &new));
-            space.publish(new);
-        }
-        d.bracket(&self.listener_order, true);
-        refused(failures)
-    }
-
     // ----- address spaces -----
 
     /// Creates an address space named `name` whose contents are `root`.
@@ -260,13 +237,17 @@ impl Memory {
     ) -> Result<AddressSpaceId, Error> {
         self.apply(|m| {
             m.region_mut(root)?.as_refs += 1;
-            let view = Arc::new(FlatView::default());
+            let empty = Arc::new(ViewCell {
+                view: ArcSwap::new(Arc::new(FlatView::default())),
+            });
             let id = AddressSpaceId(m.spaces.insert(AddressSpace {
                 name: name.to_owned(),
                 root,
-                published: Arc::new(ArcSwap::new(Arc::clone(&view))),
-                view,
+                flat_root: None,
+                chain: Vec::new(),
+                cell: Arc::new(ArcSwap::new(empty)),
                 listeners: Vec::new(),
+                fresh: true,
             }));
             m.space_order.push(id);
             m.mark_pending();
@@ -290,6 +271,10 @@ impl Memory {
         if let Some(root) = self.regions.get_mut(space.root.0) {
             root.as_refs -= 1;
         }
+        self.unindex_chain(id, &space.chain);
+        if !space.fresh {
+            self.leave_root(id, space.flat_root);
+        }
         Ok(out)
     }
 
@@ -310,14 +295,39 @@ impl Memory {
 
     /// The committed flat view of an address space.
     pub fn view(&self, id: AddressSpaceId) -> Result<Arc<FlatView>, Error> {
-        Ok(Arc::clone(&self.space(id)?.view))
+        Ok(self.committed(id)?)
+    }
+
+    pub(crate) fn committed(&self, id: AddressSpaceId) -> Result<Arc<FlatView>, Error> {
+        let space = self.space(id)?;
+        if space.fresh {
+            return Ok(Arc::new(FlatView::default()));
+        }
+        Ok(Arc::clone(&self.roots[&space.flat_root].view))
     }
 
     /// A handle readers keep to load committed views lock-free.
     pub fn view_handle(&self, id: AddressSpaceId) -> Result<ViewHandle, Error> {
         Ok(ViewHandle {
-            published: Arc::clone(&self.space(id)?.published),
+            cell: Arc::clone(&self.space(id)?.cell),
         })
+    }
+
+    /// The rendering engine in use.
+    pub fn engine(&self) -> Engine {
+        self.engine
+    }
+
+    /// Chooses the rendering engine; takes effect at the next commit.
+    /// Both give the same views and events (the tests check it).
+    pub fn set_engine(&mut self, engine: Engine) {
+        self.engine = engine;
+        self.full_render = true;
+    }
+
+    /// Number of distinct rendered views (address spaces share them).
+    pub fn view_count(&self) -> usize {
+        self.roots.len()
     }
 
     /// The listeners of an address space, ascending by priority.
@@ -357,6 +367,7 @@ impl Memory {
         let space = self.spaces.get_mut(as_id.0).expect("checked");
         let pos = space.listeners.partition_point(|l| by_key(l) < key);
         space.listeners.insert(pos, id);
+        let view = self.committed(as_id)?;
 
         let empty = FlatView::default();
         let mut failures = Vec::new();
@@ -366,7 +377,7 @@ impl Memory {
             failures: &mut failures,
         };
         d.bracket(&[id], false);
-        d.view_change(as_id, &[id], &Delta::whole(&empty, &space.view));
+        d.view_change(as_id, &[id], &Delta::whole(&empty, &view));
         d.bracket(&[id], true);
         if failures.is_empty() {
             return Ok(id);
@@ -378,7 +389,7 @@ impl Memory {
             failures: &mut undo,
         };
         d.bracket(&[id], false);
-        d.view_change(as_id, &[id], &Delta::whole(&space.view, &empty));
+        d.view_change(as_id, &[id], &Delta::whole(&view, &empty));
         d.bracket(&[id], true);
         self.forget_listener(id);
         refused(failures).map(|()| id)
@@ -392,7 +403,7 @@ impl Memory {
     ) -> Result<Box<dyn Listener>, Error> {
         let as_id = self.check_listener(id)?.address_space;
         if mode == Unregister::Replay {
-            let space = self.spaces.get(as_id.0).expect("listener's space is live");
+            let view = self.committed(as_id)?;
             let empty = FlatView::default();
             let mut failures = Vec::new();
             let mut d = Dispatcher {
@@ -401,7 +412,7 @@ impl Memory {
                 failures: &mut failures,
             };
             d.bracket(&[id], false);
-            d.view_change(as_id, &[id], &Delta::whole(&space.view, &empty));
+            d.view_change(as_id, &[id], &Delta::whole(&view, &empty));
             d.bracket(&[id], true);
         }
         Ok(self.forget_listener(id))
@@ -452,6 +463,7 @@ impl Memory {
         }
         self.apply(|m| {
             m.global_dirty_log = on;
+            m.full_render = true;
             m.mark_pending();
             Ok(())
         })
@@ -459,9 +471,8 @@ impl Memory {
 
     /// Sends `log_sync` for every logged range of `as_id` to its listeners.
     pub fn log_sync(&mut self, as_id: AddressSpaceId) -> Result<(), Error> {
-        let space = self.space(as_id)?;
-        let view = Arc::clone(&space.view);
-        let order = space.listeners.clone();
+        let view = self.committed(as_id)?;
+        let order = self.space(as_id)?.listeners.clone();
         let mut failures = Vec::new();
         Dispatcher {
             regions: &self.regions,

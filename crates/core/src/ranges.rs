@@ -98,7 +98,10 @@ impl RangeList {
 
     /// Index of the first range whose last address is `>= addr`.
     pub fn index_from(&self, addr: u64) -> usize {
-        let c = self.firsts.partition_point(|&f| f <= addr).saturating_sub(1);
+        let c = self
+            .firsts
+            .partition_point(|&f| f <= addr)
+            .saturating_sub(1);
         match self.chunks.get(c) {
             Some(chunk) => self.before[c] + chunk.partition_point(|r| r.last < addr),
             None => 0,
@@ -108,7 +111,10 @@ impl RangeList {
     /// Index of the first range starting at or after `end` (an exclusive
     /// bound that may be 2^64).
     pub fn index_to(&self, end: u128) -> usize {
-        let c = self.firsts.partition_point(|&f| (f as u128) < end).saturating_sub(1);
+        let c = self
+            .firsts
+            .partition_point(|&f| (f as u128) < end)
+            .saturating_sub(1);
         match self.chunks.get(c) {
             Some(chunk) => self.before[c] + chunk.partition_point(|r| (r.start as u128) < end),
             None => 0,
@@ -137,7 +143,9 @@ impl RangeList {
         let mut middle: Vec<FlatRange> = self.chunks[ci][..i - first].to_vec();
         middle.extend_from_slice(new);
         let last_chunk = cj - 1;
-        let tail_from = j.saturating_sub(self.before[last_chunk]).min(self.chunks[last_chunk].len());
+        let tail_from = j
+            .saturating_sub(self.before[last_chunk])
+            .min(self.chunks[last_chunk].len());
         middle.extend_from_slice(&self.chunks[last_chunk][tail_from..]);
         let mut out = RangeList::default();
         for c in &self.chunks[..ci] {
@@ -240,7 +248,11 @@ mod tests {
     fn splice_shares_untouched_chunks() {
         let l = RangeList::from_vec(list(1000));
         let m = l.splice(500, 501, &[fr(500 * 0x10, 500 * 0x10 + 1)]);
-        let shared = l.chunks.iter().filter(|c| m.chunks.iter().any(|d| Arc::ptr_eq(c, d))).count();
+        let shared = l
+            .chunks
+            .iter()
+            .filter(|c| m.chunks.iter().any(|d| Arc::ptr_eq(c, d)))
+            .count();
         assert!(shared >= l.chunks.len() - 1);
         assert_eq!(m.get(500).unwrap().last, 500 * 0x10 + 1);
         assert_eq!(m.len(), 1000);

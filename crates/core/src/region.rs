@@ -185,8 +185,8 @@ pub struct Region {
     pub(crate) dirty_log_mask: DirtyLogMask,
     pub(crate) ioeventfds: SmallVec<[Ioeventfd; 1]>,
     pub(crate) coalesced: SmallVec<[AddrRange; 1]>,
-    /// Number of aliases whose target is this region.
-    pub(crate) alias_refs: u32,
+    /// The aliases whose target is this region.
+    pub(crate) referrers: SmallVec<[RegionId; 1]>,
     /// Number of address spaces whose root is this region.
     pub(crate) as_refs: u32,
     /// Destroyed; freed when the current commit has been dispatched.
@@ -211,7 +211,7 @@ impl Region {
             dirty_log_mask: DirtyLogMask::EMPTY,
             ioeventfds: SmallVec::new(),
             coalesced: SmallVec::new(),
-            alias_refs: 0,
+            referrers: SmallVec::new(),
             as_refs: 0,
             doomed: false,
         }
@@ -301,6 +301,10 @@ impl Region {
             }
             _ => None,
         }
+    }
+    /// The aliases that show this region.
+    pub fn referrers(&self) -> &[RegionId] {
+        &self.referrers
     }
     /// For an alias, its target and offset.
     pub fn alias(&self) -> Option<(RegionId, u64)> {

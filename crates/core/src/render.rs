@@ -65,37 +65,42 @@ impl Regions<'_> {
     /// QEMU's `memory_region_get_flatview_root`: follow enabled full-size
     /// aliases at offset 0, and containers whose only enabled child covers
     /// them from offset 0, so that address spaces share views. `None` when
-    /// the root is disabled or an empty container.
+    /// the root is disabled or an empty container. Also returns the regions
+    /// walked: a change to any of them (or to a child of a container among
+    /// them) may change the answer.
     ///
     /// Unlike QEMU, the walk stops at a region that sets `readonly`,
     /// `nonvolatile` or `unmergeable`: skipping it would drop the flag from
     /// everything below (QEMU renders a read-only full-size alias used as
     /// a root as writable).
-    pub(crate) fn flat_root(&self, root: RegionId) -> Option<RegionId> {
+    pub(crate) fn flat_root(&self, root: RegionId) -> (Option<RegionId>, Vec<RegionId>) {
         let mut id = root;
+        let mut chain = vec![root];
         loop {
             let r = self.get(id);
             if !r.enabled {
-                return None;
+                return (None, chain);
             }
             if r.readonly || r.nonvolatile || r.unmergeable {
-                return Some(id);
+                return (Some(id), chain);
             }
             match r.kind {
                 RegionKind::Alias { target, offset }
                     if offset == 0 && r.size >= self.get(target).size =>
                 {
                     id = target;
+                    chain.push(id);
                     continue;
                 }
                 RegionKind::Container => {
                     let mut enabled = r.subregions.iter().filter(|c| self.get(**c).enabled);
                     match (enabled.next(), enabled.next()) {
-                        (None, _) => return None,
+                        (None, _) => return (None, chain),
                         (Some(&only), None) => {
                             let c = self.get(only);
                             if c.addr == 0 && r.size >= c.size {
                                 id = only;
+                                chain.push(id);
                                 continue;
                             }
                         }
@@ -104,7 +109,7 @@ impl Regions<'_> {
                 }
                 _ => {}
             }
-            return Some(id);
+            return (Some(id), chain);
         }
     }
 

@@ -15,6 +15,13 @@ use crate::ops::MmioOps;
 use crate::range::AddrRange;
 use crate::region::{DirtyClient, Region, RegionKind, SIZE_2_64};
 
+fn kind_alias_target(kind: &RegionKind) -> Option<RegionId> {
+    match kind {
+        RegionKind::Alias { target, .. } => Some(*target),
+        _ => None,
+    }
+}
+
 fn kind_name(kind: &RegionKind) -> &'static str {
     match kind {
         RegionKind::Container => "container",
@@ -80,11 +87,15 @@ impl Memory {
                     size,
                 });
             }
-            self.region_mut(target)?.alias_refs += 1;
         }
+        let alias_target = kind_alias_target(&kind);
         let mut region = Region::new(name, kind, size);
         region.readonly = readonly;
-        Ok(RegionId(self.regions.insert(region)))
+        let id = RegionId(self.regions.insert(region));
+        if let Some(target) = alias_target {
+            self.region_mut(target)?.referrers.push(id);
+        }
+        Ok(id)
     }
 
     /// A container: groups subregions, maps nothing itself.
@@ -201,7 +212,7 @@ impl Memory {
         let r = self.region(id)?;
         let reason = if r.parent.is_some() {
             Some("it is a subregion")
-        } else if r.alias_refs > 0 {
+        } else if !r.referrers.is_empty() {
             Some("an alias shows it")
         } else if r.as_refs > 0 {
             Some("it is the root of an address space")
@@ -219,7 +230,10 @@ impl Memory {
                 m.region_mut(*sub)?.parent = None;
             }
             if let Some(t) = target {
-                m.region_mut(t)?.alias_refs -= 1;
+                m.region_mut(t)?.referrers.retain(|a| *a != id);
+            }
+            for sub in &subs {
+                m.touch(*sub);
             }
             if !subs.is_empty() {
                 m.mark_pending();
@@ -300,6 +314,8 @@ impl Memory {
             c.addr = addr;
             c.priority = priority;
             m.link(parent, child, priority);
+            m.touch(parent);
+            m.note_damage(child);
             m.mark_pending();
             Ok(())
         })
@@ -340,6 +356,8 @@ impl Memory {
             });
         }
         self.apply(|m| {
+            m.note_damage(child);
+            m.touch(parent);
             m.unlink(parent, child);
             m.region_mut(child)?.parent = None;
             m.mark_pending();
@@ -360,10 +378,13 @@ impl Memory {
         }
         let (parent, priority) = (r.parent, r.priority);
         self.apply(|m| {
+            m.note_damage(id);
             m.region_mut(id)?.addr = addr;
             if let Some(p) = parent {
                 m.unlink(p, id);
                 m.link(p, id, priority);
+                m.touch(p);
+                m.note_damage(id);
                 m.mark_pending();
             }
             Ok(())
@@ -379,6 +400,8 @@ impl Memory {
             if let Some(p) = parent {
                 m.unlink(p, id);
                 m.link(p, id, priority);
+                m.touch(p);
+                m.note_damage(id);
                 m.mark_pending();
             }
             Ok(())
@@ -423,10 +446,14 @@ impl Memory {
         self.set_attr(id, |r| r.size = size)
     }
 
+    /// Changes an attribute: the region's old and new extents are damaged
+    /// (a size change moves its end).
     fn set_attr(&mut self, id: RegionId, f: impl FnOnce(&mut Region)) -> Result<(), Error> {
         self.region(id)?;
         self.apply(|m| {
+            m.note_damage(id);
             f(m.region_mut(id)?);
+            m.note_damage(id);
             m.mark_pending();
             Ok(())
         })

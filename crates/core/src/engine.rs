@@ -1,0 +1,514 @@
+//! The commit: bringing views up to date, and the two engines that do it.
+//!
+//! - [`Engine::Reference`] renders every view again from scratch on every
+//!   commit, like QEMU. Simple, and the yardstick for the other.
+//! - [`Engine::Incremental`] (the default) records, as the tree changes,
+//!   which windows of which flat-view roots a changed region can reach —
+//!   walking up through parents and the aliases that show it, clipped at
+//!   each level — and at commit re-renders only those windows, splices
+//!   them into the previous view (sharing everything else), and diffs only
+//!   them. Address spaces re-resolve their flat-view root only when a
+//!   region on their root chain changed.
+//!
+//! Both produce the same views and send the same events; the property
+//! tests run them side by side.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use crate::address_space::RootView;
+use crate::dispatch::{Delta, Dispatcher};
+use crate::error::Error;
+use crate::flatview::{FlatRange, FlatView};
+use crate::id::{AddressSpaceId, RegionId};
+use crate::ioevent::FlatIoeventfd;
+use crate::memory::Memory;
+use crate::region::{RegionKind, SIZE_2_64};
+use crate::render::Regions;
+
+/// How commits bring views up to date.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Engine {
+    /// Re-render and diff only what changed (the default).
+    #[default]
+    Incremental,
+    /// Re-render and diff every view, every commit.
+    Reference,
+}
+
+impl Engine {
+    /// `"incremental"` or `"reference"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Incremental => "incremental",
+            Engine::Reference => "reference",
+        }
+    }
+}
+
+impl std::str::FromStr for Engine {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Engine, String> {
+        match s {
+            "incremental" => Ok(Engine::Incremental),
+            "reference" => Ok(Engine::Reference),
+            other => Err(format!("unknown engine {other:?} (incremental, reference)")),
+        }
+    }
+}
+
+impl Memory {
+    /// Marks `id` changed, for flat-root resolution.
+    pub(crate) fn touch(&mut self, id: RegionId) {
+        self.touched.insert(id);
+    }
+
+    /// Records the windows of flat-view roots where `id` (whatever its own
+    /// enabled flag) is rendered. Called before and after a change.
+    pub(crate) fn note_damage(&mut self, id: RegionId) {
+        let Some(r) = self.regions.get(id.0) else {
+            return;
+        };
+        self.touched.insert(id);
+        if let Some(p) = r.parent {
+            // A parent's single-child shortcut depends on its children.
+            self.touched.insert(p);
+        }
+        if self.engine == Engine::Reference || self.full_render {
+            return;
+        }
+        let mut stack = vec![(id, 0i128, r.size as i128)];
+        while let Some((n, lo, hi)) = stack.pop() {
+            if lo >= hi {
+                continue;
+            }
+            if self.roots.contains_key(&Some(n)) {
+                self.damage.push((n, lo, hi));
+            }
+            let node = self
+                .regions
+                .get(n.0)
+                .expect("tree edges point to live regions");
+            if n != id && !node.enabled {
+                continue;
+            }
+            if let Some(p) = node.parent {
+                if !self.skippable(p) {
+                    let a = node.addr as i128;
+                    let psize = self.regions.get(p.0).expect("live parent").size as i128;
+                    stack.push((p, (lo + a).max(0), (hi + a).min(psize)));
+                }
+            }
+            for &l in &node.referrers {
+                if self.skippable(l) {
+                    continue;
+                }
+                let alias = self.regions.get(l.0).expect("live alias");
+                if let RegionKind::Alias { offset, .. } = alias.kind {
+                    let o = offset as i128;
+                    stack.push((l, (lo - o).max(0), (hi - o).min(alias.size as i128)));
+                }
+            }
+        }
+    }
+
+    /// True if nothing above `n` can be rendered except through the view
+    /// of a flat-view root below it: `n` lies strictly inside the root
+    /// chain of an address space whose root has no parent and no alias.
+    /// (Such a chain is the path from e.g. a bus-master container through
+    /// its full alias down to system memory; there can be thousands.)
+    fn skippable(&self, n: RegionId) -> bool {
+        if self.roots.contains_key(&Some(n)) {
+            return false;
+        }
+        self.chain_index.get(&n).is_some_and(|spaces| {
+            spaces.iter().any(|a| {
+                let space = self.spaces.get(a.0).expect("indexed spaces are live");
+                let root = self.regions.get(space.root.0).expect("live root");
+                space.flat_root != Some(n) && root.parent.is_none() && root.referrers.is_empty()
+            })
+        })
+    }
+
+    pub(crate) fn unindex_chain(&mut self, as_id: AddressSpaceId, chain: &[RegionId]) {
+        for r in chain {
+            if let Some(list) = self.chain_index.get_mut(r) {
+                list.retain(|a| *a != as_id);
+                if list.is_empty() {
+                    self.chain_index.remove(r);
+                }
+            }
+        }
+    }
+
+    fn index_chain(&mut self, as_id: AddressSpaceId, chain: &[RegionId]) {
+        for r in chain {
+            let list = self.chain_index.entry(*r).or_default();
+            if !list.contains(&as_id) {
+                list.push(as_id);
+            }
+        }
+    }
+
+    /// Takes `as_id` off the users of `root`, dropping the view when it was
+    /// the last; returns the view it saw.
+    pub(crate) fn leave_root(
+        &mut self,
+        as_id: AddressSpaceId,
+        root: Option<RegionId>,
+    ) -> Arc<FlatView> {
+        let rv = self
+            .roots
+            .get_mut(&root)
+            .expect("a resolved space has a view");
+        rv.users.retain(|a| *a != as_id);
+        let view = Arc::clone(&rv.view);
+        if rv.users.is_empty() {
+            self.roots.remove(&root);
+        }
+        view
+    }
+
+    /// Brings every view up to date and tells the listeners.
+    pub(crate) fn run_commit(&mut self) -> Result<(), Error> {
+        let _span = tracing::debug_span!("commit", engine = self.engine.name()).entered();
+        let touched = std::mem::take(&mut self.touched);
+        let damage = std::mem::take(&mut self.damage);
+        let full = std::mem::take(&mut self.full_render) || self.engine == Engine::Reference;
+
+        // 1. Address spaces whose root chain changed resolve their root
+        //    again; a new root is rendered whole.
+        let mut recheck: Vec<AddressSpaceId> = if full {
+            self.space_order.clone()
+        } else {
+            let mut v: Vec<AddressSpaceId> = touched
+                .iter()
+                .filter_map(|r| self.chain_index.get(r))
+                .flatten()
+                .copied()
+                .collect();
+            v.extend(
+                self.space_order
+                    .iter()
+                    .rev()
+                    .take_while(|a| self.spaces.get(a.0).is_some_and(|s| s.fresh))
+                    .copied(),
+            );
+            v
+        };
+        recheck.sort();
+        recheck.dedup();
+        let mut fresh_roots: HashSet<Option<RegionId>> = HashSet::new();
+        let mut switched: HashMap<AddressSpaceId, Arc<FlatView>> = HashMap::new();
+        for as_id in recheck {
+            let regions = Regions {
+                arena: &self.regions,
+                global_dirty_log: self.global_dirty_log,
+            };
+            let space = self.spaces.get(as_id.0).expect("live space");
+            let (root, chain) = regions.flat_root(space.root);
+            let (old_root, old_chain, fresh) = (space.flat_root, space.chain.clone(), space.fresh);
+            if chain != old_chain {
+                self.unindex_chain(as_id, &old_chain);
+                self.index_chain(as_id, &chain);
+            }
+            let space = self.spaces.get_mut(as_id.0).expect("live space");
+            space.chain = chain;
+            if root == old_root && !fresh {
+                continue;
+            }
+            space.flat_root = root;
+            space.fresh = false;
+            let old_view = if fresh {
+                Arc::new(FlatView::default())
+            } else {
+                self.leave_root(as_id, old_root)
+            };
+            let rv = self.roots.entry(root).or_insert_with(|| {
+                fresh_roots.insert(root);
+                RootView::new(regions_render(&self.regions, self.global_dirty_log, root))
+            });
+            rv.users.push(as_id);
+            let cell = Arc::clone(&rv.cell);
+            self.spaces
+                .get(as_id.0)
+                .expect("live space")
+                .cell
+                .store(cell);
+            switched.insert(as_id, old_view);
+        }
+
+        // 2. Views bring their damaged windows (or everything) up to date.
+        let mut patched: HashMap<Option<RegionId>, (Arc<FlatView>, Delta)> = HashMap::new();
+        let regions = Regions {
+            arena: &self.regions,
+            global_dirty_log: self.global_dirty_log,
+        };
+        if full {
+            for (root, rv) in self.roots.iter_mut() {
+                if fresh_roots.contains(root) {
+                    continue;
+                }
+                let new = regions.render_view(*root);
+                if new != *rv.view {
+                    let old = Arc::clone(&rv.view);
+                    let delta = Delta::whole(&old, &new);
+                    rv.publish(Arc::new(new));
+                    patched.insert(*root, (old, delta));
+                }
+            }
+        } else {
+            let mut windows: HashMap<RegionId, Vec<(i128, i128)>> = HashMap::new();
+            for (root, lo, hi) in damage {
+                windows.entry(root).or_default().push((lo, hi));
+            }
+            for (root, wins) in windows {
+                let key = Some(root);
+                if fresh_roots.contains(&key) {
+                    continue;
+                }
+                let Some(rv) = self.roots.get_mut(&key) else {
+                    continue;
+                };
+                if let Some((new, delta)) = patch(&regions, &rv.view, root, wins) {
+                    let old = Arc::clone(&rv.view);
+                    rv.publish(Arc::new(new));
+                    patched.insert(key, (old, delta));
+                }
+            }
+        }
+
+        // 3. Tell the listeners, address space by address space.
+        let mut deltas: Vec<(AddressSpaceId, Delta)> = Vec::new();
+        let mut changed = !patched.is_empty();
+        for &as_id in &self.space_order {
+            let space = self.spaces.get(as_id.0).expect("live space");
+            let new = &self.roots[&space.flat_root].view;
+            let delta = if let Some(old) = switched.get(&as_id) {
+                let d = Delta::whole(old, new);
+                changed |= !d.is_empty();
+                d
+            } else if let Some((old, delta)) = patched.get(&space.flat_root) {
+                if space.listeners.is_empty() {
+                    continue;
+                }
+                let wants_nop = space
+                    .listeners
+                    .iter()
+                    .any(|l| self.listeners.get(l.0).is_some_and(|e| e.config.wants_nop));
+                if wants_nop {
+                    Delta::whole(old, new)
+                } else {
+                    delta.clone()
+                }
+            } else {
+                continue;
+            };
+            if !space.listeners.is_empty() && !delta.is_empty() {
+                deltas.push((as_id, delta));
+            }
+        }
+        if !changed {
+            return Ok(());
+        }
+        let mut failures = Vec::new();
+        let mut d = Dispatcher {
+            regions: &self.regions,
+            listeners: &mut self.listeners,
+            failures: &mut failures,
+        };
+        d.bracket(&self.listener_order, false);
+        for (as_id, delta) in &deltas {
+            let space = self.spaces.get(as_id.0).expect("live space");
+            tracing::debug!(address_space = %space.name, removed = delta.old.len(), added = delta.new.len(), "view changed");
+            d.view_change(*as_id, &space.listeners, delta);
+        }
+        d.bracket(&self.listener_order, true);
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::ListenerRefused { failures })
+        }
+    }
+}
+
+fn regions_render(
+    arena: &crate::id::Arena<crate::region::Region>,
+    global_dirty_log: bool,
+    root: Option<RegionId>,
+) -> FlatView {
+    Regions {
+        arena,
+        global_dirty_log,
+    }
+    .render_view(root)
+}
+
+/// Re-renders `windows` of `root` into a copy of `old`. Returns the new view
+/// and what changed, or `None` if nothing did.
+fn patch(
+    regions: &Regions<'_>,
+    old: &FlatView,
+    root: RegionId,
+    mut windows: Vec<(i128, i128)>,
+) -> Option<(FlatView, Delta)> {
+    let ranges = &old.ranges;
+    let len = ranges.len();
+    windows.sort();
+    // Index spans [i, j) of old ranges each window covers, widened to the
+    // whole ranges it cuts; spans close enough to share a merge neighbour
+    // are joined.
+    let mut spans: Vec<(usize, usize, i128, i128)> = Vec::new();
+    for (lo, hi) in windows {
+        let (lo, hi) = (lo.max(0), hi.min(SIZE_2_64 as i128));
+        if lo >= hi {
+            continue;
+        }
+        let i = ranges.index_from(lo as u64);
+        let j = ranges.index_to(hi as u128).max(i);
+        let lo2 = if i < j {
+            lo.min(ranges[i].start as i128)
+        } else {
+            lo
+        };
+        let hi2 = if i < j {
+            hi.max(ranges[j - 1].last as i128 + 1)
+        } else {
+            hi
+        };
+        match spans.last_mut() {
+            Some(last) if i <= last.1 + 1 || lo2 <= last.3 => {
+                last.1 = last.1.max(j);
+                last.2 = last.2.min(lo2);
+                last.3 = last.3.max(hi2);
+            }
+            _ => spans.push((i, j, lo2, hi2)),
+        }
+    }
+    // Render each span. A span edge that falls between two contiguous
+    // pieces of one unmergeable region is ambiguous (a full render may
+    // make them one range): widen across it and render again, so that
+    // every edge left is a real boundary.
+    let ambiguous = |a: Option<&FlatRange>, b: Option<&FlatRange>| match (a, b) {
+        (Some(a), Some(b)) => a.unmergeable && a.continues_into(b),
+        _ => false,
+    };
+    let mut queue: std::collections::VecDeque<(usize, usize, i128, i128)> = spans.into();
+    let mut rendered: Vec<(usize, usize, Vec<FlatRange>)> = Vec::new();
+    while let Some((mut i, mut j, mut lo, mut hi)) = queue.pop_front() {
+        loop {
+            while let Some(&(ni, nj, nlo, nhi)) = queue.front() {
+                if ni > j + 1 && nlo > hi {
+                    break;
+                }
+                queue.pop_front();
+                j = j.max(nj);
+                lo = lo.min(nlo);
+                hi = hi.max(nhi);
+            }
+            if let Some(&(pi, pj, _)) = rendered.last() {
+                if i <= pj + 1 {
+                    rendered.pop();
+                    i = pi;
+                    lo = lo.min(ranges.get(pi).map_or(lo, |r| r.start as i128));
+                }
+            }
+            let new = regions.render_window(root, lo, hi);
+            let mut grew = false;
+            if i > 0 && ambiguous(ranges.get(i - 1), new.first()) {
+                i -= 1;
+                lo = ranges[i].start as i128;
+                grew = true;
+            }
+            if j < len && ambiguous(new.last(), ranges.get(j)) {
+                hi = ranges[j].last as i128 + 1;
+                j += 1;
+                grew = true;
+            }
+            if !grew {
+                rendered.push((i, j, new));
+                break;
+            }
+        }
+    }
+    let mut list = ranges.clone();
+    let mut pieces: Vec<(Vec<FlatRange>, Vec<FlatRange>)> = Vec::new();
+    for (i, j, mut new) in rendered.into_iter().rev() {
+        let (mut a, mut b) = (i, j);
+        if a > 0 {
+            let left = ranges[a - 1];
+            if let Some(first) = new.first_mut() {
+                if left.can_merge(first) {
+                    first.start = left.start;
+                    first.offset_in_region = left.offset_in_region;
+                    a -= 1;
+                }
+            }
+        }
+        if b < len {
+            let right = ranges[b];
+            if let Some(last) = new.last_mut() {
+                if last.can_merge(&right) {
+                    last.last = right.last;
+                    b += 1;
+                }
+            }
+        }
+        let old_slice = ranges.slice(a, b);
+        if old_slice != new {
+            list = list.splice(a, b, &new);
+        }
+        // Kept even when the ranges are equal: the ioeventfds or coalesced
+        // ranges they place may have changed.
+        pieces.push((old_slice, new));
+    }
+    pieces.reverse();
+    let mut delta = Delta::default();
+    for (o, n) in pieces {
+        delta.old.extend(o);
+        delta.new.extend(n);
+    }
+    // Ioeventfds and coalesced ranges placed by the replaced ranges go;
+    // those placed by the new ones come.
+    let placed_by_old = |region: RegionId, lo: u64, hi: u128| {
+        delta
+            .old
+            .iter()
+            .any(|r| r.region == region && (lo as u128) <= r.last as u128 && hi > r.start as u128)
+    };
+    let (mut fds, mut cos) = (Vec::new(), Vec::new());
+    for fd in &old.ioeventfds {
+        let end = fd.addr as u128 + (fd.fd.size as u128).max(1);
+        if placed_by_old(fd.region, fd.addr, end) {
+            delta.old_fds.push(fd.clone());
+        } else {
+            fds.push(fd.clone());
+        }
+    }
+    for c in &old.coalesced {
+        if placed_by_old(c.region, c.addr, c.addr as u128 + c.size as u128) {
+            delta.old_co.push(*c);
+        } else {
+            cos.push(*c);
+        }
+    }
+    let (new_fds, new_cos) = regions.placements(&delta.new);
+    fds.extend(new_fds.iter().cloned());
+    cos.extend(new_cos.iter().copied());
+    fds.sort_by_key(FlatIoeventfd::key);
+    fds.dedup_by_key(|f| f.key());
+    cos.sort();
+    cos.dedup();
+    delta.new_fds = new_fds;
+    delta.new_co = new_cos;
+    if delta.is_empty() {
+        return None;
+    }
+    let view = FlatView {
+        root: old.root,
+        ranges: list,
+        ioeventfds: fds,
+        coalesced: cos,
+    };
+    Some((view, delta))
+}
