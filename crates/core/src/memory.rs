@@ -295,7 +295,7 @@ impl Memory {
 
     /// The committed flat view of an address space.
     pub fn view(&self, id: AddressSpaceId) -> Result<Arc<FlatView>, Error> {
-        Ok(self.committed(id)?)
+        self.committed(id)
     }
 
     pub(crate) fn committed(&self, id: AddressSpaceId) -> Result<Arc<FlatView>, Error> {
