@@ -56,6 +56,8 @@ pub(crate) struct AddressSpace {
     pub(crate) listeners: Vec<ListenerId>,
     /// Created in the current transaction: not yet resolved.
     pub(crate) fresh: bool,
+    /// The chain regions this space lets damage walks skip.
+    pub(crate) skipping: Vec<RegionId>,
 }
 
 /// A reader's handle on an address space's committed flat view.

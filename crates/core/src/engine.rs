@@ -93,16 +93,13 @@ impl Memory {
                 continue;
             }
             if let Some(p) = node.parent {
-                if !self.skippable(p) {
+                if !self.skip_count.contains_key(&p) || self.roots.contains_key(&Some(p)) {
                     let a = node.addr as i128;
                     let psize = self.regions.get(p.0).expect("live parent").size as i128;
                     stack.push((p, (lo + a).max(0), (hi + a).min(psize)));
                 }
             }
-            for &l in &node.referrers {
-                if self.skippable(l) {
-                    continue;
-                }
+            for &l in &node.upward {
                 let alias = self.regions.get(l.0).expect("live alias");
                 if let RegionKind::Alias { offset, .. } = alias.kind {
                     let o = offset as i128;
@@ -112,22 +109,59 @@ impl Memory {
         }
     }
 
-    /// True if nothing above `n` can be rendered except through the view
-    /// of a flat-view root below it: `n` lies strictly inside the root
-    /// chain of an address space whose root has no parent and no alias.
-    /// (Such a chain is the path from e.g. a bus-master container through
-    /// its full alias down to system memory; there can be thousands.)
-    fn skippable(&self, n: RegionId) -> bool {
-        if self.roots.contains_key(&Some(n)) {
-            return false;
+    /// Moves this address space's contribution to the skip counts from
+    /// `old` to `new`. A region strictly inside the root chain of an
+    /// address space whose root has no parent and no alias can only be
+    /// rendered through the view of the chain's end, so damage walks need
+    /// not climb into it (such chains run from e.g. a bus-master container
+    /// through its full alias down to system memory; there can be
+    /// thousands). Skipped aliases leave their target's `upward` list.
+    pub(crate) fn set_skipping(&mut self, old: &[RegionId], new: &[RegionId]) {
+        for r in old {
+            let c = self.skip_count.get_mut(r).expect("counted");
+            *c -= 1;
+            if *c == 0 {
+                self.skip_count.remove(r);
+                self.set_upward(*r, true);
+            }
         }
-        self.chain_index.get(&n).is_some_and(|spaces| {
-            spaces.iter().any(|a| {
-                let space = self.spaces.get(a.0).expect("indexed spaces are live");
-                let root = self.regions.get(space.root.0).expect("live root");
-                space.flat_root != Some(n) && root.parent.is_none() && root.referrers.is_empty()
-            })
-        })
+        for r in new {
+            let c = self.skip_count.entry(*r).or_insert(0);
+            *c += 1;
+            if *c == 1 {
+                self.set_upward(*r, false);
+            }
+        }
+    }
+
+    fn set_upward(&mut self, alias: RegionId, on: bool) {
+        let Some(target) = self
+            .regions
+            .get(alias.0)
+            .and_then(|r| r.alias())
+            .map(|(t, _)| t)
+        else {
+            return;
+        };
+        if let Some(t) = self.regions.get_mut(target.0) {
+            t.upward.retain(|a| *a != alias);
+            if on {
+                t.upward.push(alias);
+            }
+        }
+    }
+
+    fn skippable_chain(
+        &self,
+        root: RegionId,
+        flat_root: Option<RegionId>,
+        chain: &[RegionId],
+    ) -> Vec<RegionId> {
+        let r = self.regions.get(root.0).expect("live root");
+        if flat_root.is_none() || r.parent.is_some() || !r.referrers.is_empty() {
+            return Vec::new();
+        }
+        chain[..chain.len() - 1].to_vec()
     }
 
     pub(crate) fn unindex_chain(&mut self, as_id: AddressSpaceId, chain: &[RegionId]) {
@@ -206,14 +240,20 @@ impl Memory {
                 global_dirty_log: self.global_dirty_log,
             };
             let space = self.spaces.get(as_id.0).expect("live space");
-            let (root, chain) = regions.flat_root(space.root);
+            let space_root = space.root;
+            let (root, chain) = regions.flat_root(space_root);
             let (old_root, old_chain, fresh) = (space.flat_root, space.chain.clone(), space.fresh);
             if chain != old_chain {
                 self.unindex_chain(as_id, &old_chain);
                 self.index_chain(as_id, &chain);
             }
+            let skipping = self.skippable_chain(space_root, root, &chain);
+            let old_skipping =
+                std::mem::take(&mut self.spaces.get_mut(as_id.0).expect("live space").skipping);
+            self.set_skipping(&old_skipping, &skipping);
             let space = self.spaces.get_mut(as_id.0).expect("live space");
             space.chain = chain;
+            space.skipping = skipping;
             if root == old_root && !fresh {
                 continue;
             }
@@ -281,17 +321,16 @@ impl Memory {
         // 3. Tell the listeners, address space by address space.
         let mut deltas: Vec<(AddressSpaceId, Delta)> = Vec::new();
         let mut changed = !patched.is_empty();
-        for &as_id in &self.space_order {
+        for (as_id, old) in &switched {
+            let space = self.spaces.get(as_id.0).expect("live space");
+            changed |= **old != *self.roots[&space.flat_root].view;
+        }
+        for &as_id in &self.listened {
             let space = self.spaces.get(as_id.0).expect("live space");
             let new = &self.roots[&space.flat_root].view;
             let delta = if let Some(old) = switched.get(&as_id) {
-                let d = Delta::whole(old, new);
-                changed |= !d.is_empty();
-                d
+                Delta::whole(old, new)
             } else if let Some((old, delta)) = patched.get(&space.flat_root) {
-                if space.listeners.is_empty() {
-                    continue;
-                }
                 let wants_nop = space
                     .listeners
                     .iter()
@@ -304,7 +343,7 @@ impl Memory {
             } else {
                 continue;
             };
-            if !space.listeners.is_empty() && !delta.is_empty() {
+            if !delta.is_empty() {
                 deltas.push((as_id, delta));
             }
         }

@@ -38,6 +38,7 @@
 
 mod address_space;
 mod backing;
+mod child_index;
 mod dispatch;
 mod engine;
 mod error;

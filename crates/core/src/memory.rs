@@ -49,6 +49,11 @@ pub struct Memory {
     pub(crate) damage: Vec<(RegionId, i128, i128)>,
     /// Every view must be rendered again (global dirty logging changed).
     pub(crate) full_render: bool,
+    /// For each region, how many address spaces let damage walks skip it.
+    pub(crate) skip_count: HashMap<RegionId, u32>,
+    /// Address spaces with listeners, in creation order.
+    pub(crate) listened: Vec<AddressSpaceId>,
+    link_clock: u64,
 }
 
 impl Default for Memory {
@@ -89,6 +94,9 @@ impl Memory {
             touched: HashSet::new(),
             damage: Vec::new(),
             full_render: false,
+            skip_count: HashMap::new(),
+            listened: Vec::new(),
+            link_clock: 0,
         }
     }
 
@@ -203,6 +211,11 @@ impl Memory {
         self.transaction(f)
     }
 
+    pub(crate) fn next_link_stamp(&mut self) -> u64 {
+        self.link_clock += 1;
+        self.link_clock
+    }
+
     pub(crate) fn mark_pending(&mut self) {
         self.pending = true;
     }
@@ -248,6 +261,7 @@ impl Memory {
                 cell: Arc::new(ArcSwap::new(empty)),
                 listeners: Vec::new(),
                 fresh: true,
+                skipping: Vec::new(),
             }));
             m.space_order.push(id);
             m.mark_pending();
@@ -272,6 +286,8 @@ impl Memory {
             root.as_refs -= 1;
         }
         self.unindex_chain(id, &space.chain);
+        self.set_skipping(&space.skipping, &[]);
+        self.listened.retain(|a| *a != id);
         if !space.fresh {
             self.leave_root(id, space.flat_root);
         }
@@ -367,6 +383,12 @@ impl Memory {
         let space = self.spaces.get_mut(as_id.0).expect("checked");
         let pos = space.listeners.partition_point(|l| by_key(l) < key);
         space.listeners.insert(pos, id);
+        if space.listeners.len() == 1 {
+            let order = &self.space_order;
+            let rank = |a: &AddressSpaceId| order.iter().position(|o| o == a);
+            let pos = self.listened.partition_point(|a| rank(a) < rank(&as_id));
+            self.listened.insert(pos, as_id);
+        }
         let view = self.committed(as_id)?;
 
         let empty = FlatView::default();
@@ -423,6 +445,9 @@ impl Memory {
         self.listener_order.retain(|l| *l != id);
         if let Some(space) = self.spaces.get_mut(entry.address_space.0) {
             space.listeners.retain(|l| *l != id);
+            if space.listeners.is_empty() {
+                self.listened.retain(|a| *a != entry.address_space);
+            }
         }
         entry.listener
     }

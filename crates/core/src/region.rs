@@ -187,10 +187,18 @@ pub struct Region {
     pub(crate) coalesced: SmallVec<[AddrRange; 1]>,
     /// The aliases whose target is this region.
     pub(crate) referrers: SmallVec<[RegionId; 1]>,
+    /// Those of `referrers` through which a change here can reach a view
+    /// other than through a shared root (see `Memory::note_damage`).
+    pub(crate) upward: SmallVec<[RegionId; 1]>,
     /// Number of address spaces whose root is this region.
     pub(crate) as_refs: u32,
     /// Destroyed; freed when the current commit has been dispatched.
     pub(crate) doomed: bool,
+    /// When the region was last linked under its parent; sibling order is
+    /// descending (priority, linked_at).
+    pub(crate) linked_at: u64,
+    /// Index of `subregions` by address, for regions with many.
+    pub(crate) child_index: Option<Box<crate::child_index::ChildIndex>>,
 }
 
 impl Region {
@@ -212,8 +220,11 @@ impl Region {
             ioeventfds: SmallVec::new(),
             coalesced: SmallVec::new(),
             referrers: SmallVec::new(),
+            upward: SmallVec::new(),
             as_refs: 0,
             doomed: false,
+            linked_at: 0,
+            child_index: None,
         }
     }
 

@@ -168,8 +168,28 @@ impl Regions<'_> {
             self.render(out, target, target_base, clip, inh);
             return;
         }
-        for &sub in &r.subregions {
-            self.render(out, sub, start, clip, inh);
+        match &r.child_index {
+            // A narrow window of a region with many children: render only
+            // those that may intersect it, in list order.
+            Some(idx) if clip.0 > start || clip.1 < end => {
+                let mut subs = Vec::new();
+                idx.candidates(clip.0 - start, clip.1 - start, &mut subs);
+                subs.sort_by_key(|s| {
+                    let c = self.get(*s);
+                    (
+                        std::cmp::Reverse(c.priority),
+                        std::cmp::Reverse(c.linked_at),
+                    )
+                });
+                for sub in subs {
+                    self.render(out, sub, start, clip, inh);
+                }
+            }
+            _ => {
+                for &sub in &r.subregions {
+                    self.render(out, sub, start, clip, inh);
+                }
+            }
         }
         if !r.kind.terminates() {
             return;

@@ -93,7 +93,12 @@ impl Memory {
         region.readonly = readonly;
         let id = RegionId(self.regions.insert(region));
         if let Some(target) = alias_target {
-            self.region_mut(target)?.referrers.push(id);
+            let t = self.region_mut(target)?;
+            t.referrers.push(id);
+            t.upward.push(id);
+            // An address space rooted at the target may stop being able
+            // to skip its chain.
+            self.touch(target);
         }
         Ok(id)
     }
@@ -230,7 +235,9 @@ impl Memory {
                 m.region_mut(*sub)?.parent = None;
             }
             if let Some(t) = target {
-                m.region_mut(t)?.referrers.retain(|a| *a != id);
+                let t = m.region_mut(t)?;
+                t.referrers.retain(|a| *a != id);
+                t.upward.retain(|a| *a != id);
             }
             for sub in &subs {
                 m.touch(*sub);
@@ -324,6 +331,10 @@ impl Memory {
     /// Inserts `child` in `parent`'s list before the first sibling of lower
     /// or equal priority, so it wins over equals added before it.
     fn link(&mut self, parent: RegionId, child: RegionId, priority: i32) {
+        let stamp = self.next_link_stamp();
+        let c = self.regions.get_mut(child.0).expect("live child");
+        c.linked_at = stamp;
+        let (addr, size) = (c.addr, c.size);
         let regions = &self.regions;
         let prio = |id: &RegionId| regions.get(id.0).expect("live sibling").priority;
         let subs = &self.regions.get(parent.0).expect("live parent").subregions;
@@ -331,19 +342,39 @@ impl Memory {
             .iter()
             .position(|s| priority >= prio(s))
             .unwrap_or(subs.len());
-        self.regions
-            .get_mut(parent.0)
-            .expect("live parent")
-            .subregions
-            .insert(pos, child);
+        let p = self.regions.get_mut(parent.0).expect("live parent");
+        p.subregions.insert(pos, child);
+        if let Some(idx) = &mut p.child_index {
+            idx.insert(addr, size, child);
+        } else if p.subregions.len() >= crate::child_index::BUILD_AT {
+            self.build_child_index(parent);
+        }
     }
 
     fn unlink(&mut self, parent: RegionId, child: RegionId) {
+        let c = self.regions.get(child.0).expect("live child");
+        let (addr, size) = (c.addr, c.size);
+        let p = self.regions.get_mut(parent.0).expect("live parent");
+        p.subregions.retain(|s| *s != child);
+        if let Some(idx) = &mut p.child_index {
+            if p.subregions.len() < crate::child_index::DROP_AT {
+                p.child_index = None;
+            } else {
+                idx.remove(addr, size, child);
+            }
+        }
+    }
+
+    fn build_child_index(&mut self, parent: RegionId) {
+        let mut idx = crate::child_index::ChildIndex::default();
+        for s in &self.regions.get(parent.0).expect("live parent").subregions {
+            let r = self.regions.get(s.0).expect("live child");
+            idx.insert(r.addr, r.size, *s);
+        }
         self.regions
             .get_mut(parent.0)
             .expect("live parent")
-            .subregions
-            .retain(|s| *s != child);
+            .child_index = Some(Box::new(idx));
     }
 
     /// Removes `child` from `parent`.
@@ -379,9 +410,11 @@ impl Memory {
         let (parent, priority) = (r.parent, r.priority);
         self.apply(|m| {
             m.note_damage(id);
-            m.region_mut(id)?.addr = addr;
             if let Some(p) = parent {
                 m.unlink(p, id);
+            }
+            m.region_mut(id)?.addr = addr;
+            if let Some(p) = parent {
                 m.link(p, id, priority);
                 m.touch(p);
                 m.note_damage(id);
@@ -443,7 +476,22 @@ impl Memory {
                 });
             }
         }
-        self.set_attr(id, |r| r.size = size)
+        let parent = r.parent;
+        self.apply(|m| {
+            m.note_damage(id);
+            let old = m.region(id)?.size;
+            m.region_mut(id)?.size = size;
+            if let Some(p) = parent {
+                let addr = m.region(id)?.addr;
+                if let Some(idx) = &mut m.region_mut(p)?.child_index {
+                    idx.remove(addr, old, id);
+                    idx.insert(addr, size, id);
+                }
+            }
+            m.note_damage(id);
+            m.mark_pending();
+            Ok(())
+        })
     }
 
     /// Changes an attribute: the region's old and new extents are damaged

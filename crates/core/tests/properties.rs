@@ -179,6 +179,21 @@ fn world() -> World {
     let bm_root = mem.create_container("bm", SIZE_2_64).unwrap();
     let bm = mem.create_alias("bus master", root, 0, SIZE_2_64).unwrap();
     mem.add_subregion(bm_root, 0, bm).unwrap();
+    // Fillers give the root enough children to be indexed by address, so
+    // narrow re-renders go through the index.
+    let mut added = std::collections::HashMap::new();
+    for k in 0..40u64 {
+        let f = mem
+            .create_mmio(
+                &format!("f{k}"),
+                0x100 + (k % 5) as u128 * 0x700,
+                Arc::new(NullOps),
+            )
+            .unwrap();
+        mem.add_subregion_overlap(root, k * 0x480, f, (k % 3) as i32 - 1)
+            .unwrap();
+        added.insert(f, k);
+    }
     let spaces = vec![
         mem.create_address_space("memory", root).unwrap(),
         mem.create_address_space("dma", bm_root).unwrap(),
@@ -190,8 +205,8 @@ fn world() -> World {
         spaces,
         watched: Vec::new(),
         depth: 0,
-        added: std::collections::HashMap::new(),
-        clock: 0,
+        added,
+        clock: 100,
         notifier: Arc::new(Quiet),
     }
 }
@@ -376,8 +391,9 @@ impl World {
                 ]);
             }
             samples.extend((0..0x12000u64).step_by(0x3ff));
+            let oracle = Oracle::new(&self.mem, &self.added);
             for a in samples {
-                let want = walk(&self.mem, &self.added, root, a);
+                let want = walk(&oracle, root, a);
                 let got = view
                     .lookup(a)
                     .map(|r| (r.region, r.offset_in_region + (a - r.start), r.readonly));
@@ -423,9 +439,8 @@ fn held(entries: &[Entry], picky: bool) -> BTreeMap<u64, (FlatRange, DirtyLogMas
 
 /// The rules, point by point: which region, at which offset, read-only or
 /// not, serves `addr` in the tree under `root`.
-fn walk(mem: &Memory, added: &Added, root: RegionId, addr: u64) -> Option<(RegionId, u64, bool)> {
-    let r = mem.region(root).unwrap();
-    let o = Oracle { mem, added };
+fn walk(o: &Oracle<'_>, root: RegionId, addr: u64) -> Option<(RegionId, u64, bool)> {
+    let r = o.mem.region(root).unwrap();
     o.visit(
         root,
         -(r.addr() as i128),
@@ -439,10 +454,28 @@ type Added = std::collections::HashMap<RegionId, u64>;
 
 struct Oracle<'a> {
     mem: &'a Memory,
-    added: &'a Added,
+    /// Each region's subregions, highest priority first and, among equals,
+    /// most recently added first — by this test's own record, not the
+    /// core's list.
+    order: std::collections::HashMap<RegionId, Vec<RegionId>>,
 }
 
-impl Oracle<'_> {
+impl<'a> Oracle<'a> {
+    fn new(mem: &'a Memory, added: &Added) -> Self {
+        let mut order = std::collections::HashMap::new();
+        for (id, r) in mem.regions() {
+            let mut subs = r.subregions().to_vec();
+            subs.sort_by_key(|s| {
+                (
+                    std::cmp::Reverse(mem.region(*s).unwrap().priority()),
+                    std::cmp::Reverse(added[s]),
+                )
+            });
+            order.insert(id, subs);
+        }
+        Oracle { mem, order }
+    }
+
     fn visit(
         &self,
         id: RegionId,
@@ -451,8 +484,7 @@ impl Oracle<'_> {
         a: i128,
         ro: bool,
     ) -> Option<(RegionId, u64, bool)> {
-        let mem = self.mem;
-        let r = mem.region(id).unwrap();
+        let r = self.mem.region(id).unwrap();
         if !r.enabled() {
             return None;
         }
@@ -463,7 +495,7 @@ impl Oracle<'_> {
         }
         let ro = ro || r.readonly();
         if let RegionKind::Alias { target, offset } = r.kind() {
-            let t = mem.region(*target).unwrap();
+            let t = self.mem.region(*target).unwrap();
             return self.visit(
                 *target,
                 start - *offset as i128 - t.addr() as i128,
@@ -472,15 +504,7 @@ impl Oracle<'_> {
                 ro,
             );
         }
-        // Highest priority first; among equals, the most recently added.
-        let mut subs = r.subregions().to_vec();
-        subs.sort_by_key(|s| {
-            (
-                std::cmp::Reverse(mem.region(*s).unwrap().priority()),
-                std::cmp::Reverse(self.added[s]),
-            )
-        });
-        for sub in subs {
+        for &sub in &self.order[&id] {
             if let Some(hit) = self.visit(sub, start, clip, a, ro) {
                 return Some(hit);
             }

@@ -1,0 +1,105 @@
+//! An index of a region's many subregions by address, so that rendering a
+//! narrow window of a container with thousands of children looks at the
+//! few that can intersect it instead of all of them.
+//!
+//! Children are grouped by size class (the power of two at or above their
+//! size); within a class they are sorted by address. A child of class `c`
+//! can intersect `[lo, hi)` only if its address lies in `(lo - 2^c, hi)`,
+//! which is two binary searches per class.
+
+use std::collections::BTreeMap;
+
+use crate::id::RegionId;
+
+/// Children counts at which an index is built and dropped.
+pub(crate) const BUILD_AT: usize = 32;
+pub(crate) const DROP_AT: usize = 16;
+
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ChildIndex {
+    classes: BTreeMap<u32, Vec<(u64, RegionId)>>,
+}
+
+fn class(size: u128) -> u32 {
+    if size <= 1 {
+        0
+    } else {
+        128 - (size - 1).leading_zeros()
+    }
+}
+
+impl ChildIndex {
+    pub(crate) fn insert(&mut self, addr: u64, size: u128, id: RegionId) {
+        let v = self.classes.entry(class(size)).or_default();
+        let pos = v.partition_point(|e| *e < (addr, id));
+        v.insert(pos, (addr, id));
+    }
+
+    pub(crate) fn remove(&mut self, addr: u64, size: u128, id: RegionId) {
+        let c = class(size);
+        if let Some(v) = self.classes.get_mut(&c) {
+            if let Ok(pos) = v.binary_search(&(addr, id)) {
+                v.remove(pos);
+            }
+            if v.is_empty() {
+                self.classes.remove(&c);
+            }
+        }
+    }
+
+    /// Children that may intersect `[lo, hi)` (parent-relative), in no
+    /// particular order.
+    pub(crate) fn candidates(&self, lo: i128, hi: i128, out: &mut Vec<RegionId>) {
+        for (&c, v) in &self.classes {
+            let reach = if c >= 127 { i128::MAX / 2 } else { 1i128 << c };
+            let from = lo - reach;
+            let a = v.partition_point(|(addr, _)| (*addr as i128) <= from);
+            let b = v.partition_point(|(addr, _)| (*addr as i128) < hi);
+            out.extend(v[a..b.max(a)].iter().map(|(_, id)| *id));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::RawId;
+
+    fn id(i: u32) -> RegionId {
+        RegionId(RawId {
+            space: 0,
+            index: i,
+            generation: 0,
+        })
+    }
+
+    #[test]
+    fn candidates_include_every_intersecting_child() {
+        let mut idx = ChildIndex::default();
+        let children = [
+            (0u64, 1u128 << 30),
+            (0x1000, 0x1000),
+            (0x8000, 0x10),
+            (0x9000, 0x2000),
+        ];
+        for (i, (a, s)) in children.iter().enumerate() {
+            idx.insert(*a, *s, id(i as u32));
+        }
+        let mut out = Vec::new();
+        idx.candidates(0x9800, 0x9900, &mut out);
+        out.sort();
+        assert_eq!(out, vec![id(0), id(3)]);
+        out.clear();
+        idx.remove(0x9000, 0x2000, id(3));
+        idx.candidates(0x9800, 0x9900, &mut out);
+        assert_eq!(out, vec![id(0)]);
+    }
+
+    #[test]
+    fn class_is_the_power_of_two_at_or_above() {
+        assert_eq!(class(1), 0);
+        assert_eq!(class(0x1000), 12);
+        assert_eq!(class(0x1001), 13);
+        assert_eq!(class(1 << 64), 64);
+    }
+}
