@@ -13,5 +13,11 @@ pub use addrspace_core::*;
 #[cfg(feature = "mtree")]
 pub use addrspace_mtree as mtree;
 
+pub mod bench;
 pub mod demo;
 pub mod pc;
+
+/// The README's examples, compiled and run as doctests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
