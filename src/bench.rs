@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use addrspace_core::{
-    AddressSpaceId, Error, Listener, ListenerConfig, ListenerCx, ListenerResult, Memory, NullOps, RegionId, Section,
-    SIZE_2_64,
+    AddressSpaceId, Error, Listener, ListenerConfig, ListenerCx, ListenerResult, Memory, NullOps,
+    RegionId, Section, SIZE_2_64,
 };
 
 /// A listener that only counts what it hears.
@@ -68,7 +68,8 @@ impl ScaleMachine {
             let bus = mem.create_container(&format!("bus{b}"), span as u128)?;
             mem.add_subregion(system, BAR_BASE + b as u64 * span, bus)?;
             for d in 0..per_bus.min(regions - b * per_bus) {
-                let bar = mem.create_mmio(&format!("bar{b}.{d}"), BAR_SIZE as u128, Arc::new(NullOps))?;
+                let bar =
+                    mem.create_mmio(&format!("bar{b}.{d}"), BAR_SIZE as u128, Arc::new(NullOps))?;
                 mem.add_subregion(bus, d as u64 * 2 * BAR_SIZE, bar)?;
                 bars.push(bar);
             }
@@ -95,7 +96,11 @@ impl ScaleMachine {
 pub fn count_events(mem: &mut Memory, spaces: &[AddressSpaceId]) -> Result<Counter, Error> {
     let counter = Counter::default();
     for (i, s) in spaces.iter().enumerate() {
-        mem.register_listener(*s, ListenerConfig::new(format!("count{i}")), Box::new(counter.clone()))?;
+        mem.register_listener(
+            *s,
+            ListenerConfig::new(format!("count{i}")),
+            Box::new(counter.clone()),
+        )?;
     }
     Ok(counter)
 }
@@ -154,7 +159,11 @@ mod tests {
         let view = m.mem.view(m.memory).unwrap();
         assert_eq!(view.ranges.len(), 251);
         assert_eq!(m.spaces.len(), 3);
-        assert_eq!(m.mem.view_count(), 1, "bus-master spaces share the system view");
+        assert_eq!(
+            m.mem.view_count(),
+            1,
+            "bus-master spaces share the system view"
+        );
     }
 
     #[test]

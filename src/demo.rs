@@ -48,10 +48,17 @@ pub fn run(out: &mut dyn Write) -> Result<DemoReport, Box<dyn std::error::Error>
         if !ok {
             violations += 1;
         }
-        writeln!(out, "  check: {what}: {}", if ok { "ok" } else { "VIOLATED" })
+        writeln!(
+            out,
+            "  check: {what}: {}",
+            if ok { "ok" } else { "VIOLATED" }
+        )
     };
 
-    writeln!(out, "step 1: register a memslot-style listener and a vhost-style listener (wants region_nop)")?;
+    writeln!(
+        out,
+        "step 1: register a memslot-style listener and a vhost-style listener (wants region_nop)"
+    )?;
     let kvm = pc.mem.register_listener(
         pc.memory,
         ListenerConfig::new("kvm").priority(10),
@@ -68,7 +75,10 @@ pub fn run(out: &mut dyn Write) -> Result<DemoReport, Box<dyn std::error::Error>
     let bar = pc.plug_bar("e1000-mmio", 0xfebc_0000, 0x20000, PcMachine::null_device())?;
     print_events(out, &pc.mem, &log)?;
 
-    writeln!(out, "step 3: firmware opens PAM shadow RAM over the BIOS at 0xf0000")?;
+    writeln!(
+        out,
+        "step 3: firmware opens PAM shadow RAM over the BIOS at 0xf0000"
+    )?;
     pc.open_pam(true)?;
     print_events(out, &pc.mem, &log)?;
 
@@ -85,7 +95,9 @@ pub fn run(out: &mut dyn Write) -> Result<DemoReport, Box<dyn std::error::Error>
 
     writeln!(out, "step 6: a bad request is refused and changes nothing")?;
     match pc.mem.add_subregion(pc.system, 0, pc.ram) {
-        Err(e @ Error::AlreadyHasParent { .. }) | Err(e @ Error::Cycle { .. }) => writeln!(out, "    refused: {e}")?,
+        Err(e @ Error::AlreadyHasParent { .. }) | Err(e @ Error::Cycle { .. }) => {
+            writeln!(out, "    refused: {e}")?
+        }
         Err(e) => writeln!(out, "    refused: {e}")?,
         Ok(()) => writeln!(out, "    accepted?!")?,
     }
@@ -96,19 +108,46 @@ pub fn run(out: &mut dyn Write) -> Result<DemoReport, Box<dyn std::error::Error>
     print_events(out, &pc.mem, &log)?;
 
     let view = pc.mem.view(pc.memory)?;
-    check(out, "BIOS visible at 0xffff0", view.lookup(0xffff0).map(|r| r.region) == Some(pc.bios))?;
-    check(out, "BIOS is read-only", view.lookup(0xffff0).is_some_and(|r| r.readonly))?;
-    check(out, "no BAR left at 0xfeb00000", view.lookup(0xfeb0_0000).is_none())?;
-    check(out, "VGA window logged", view.lookup(0xa0000).is_some_and(|r| !r.dirty_log_mask.is_empty()))?;
+    check(
+        out,
+        "BIOS visible at 0xffff0",
+        view.lookup(0xffff0).map(|r| r.region) == Some(pc.bios),
+    )?;
+    check(
+        out,
+        "BIOS is read-only",
+        view.lookup(0xffff0).is_some_and(|r| r.readonly),
+    )?;
+    check(
+        out,
+        "no BAR left at 0xfeb00000",
+        view.lookup(0xfeb0_0000).is_none(),
+    )?;
+    check(
+        out,
+        "VGA window logged",
+        view.lookup(0xa0000)
+            .is_some_and(|r| !r.dirty_log_mask.is_empty()),
+    )?;
 
-    writeln!(out, "step 8: unregister both (replay mode for kvm, detach for vhost)")?;
+    writeln!(
+        out,
+        "step 8: unregister both (replay mode for kvm, detach for vhost)"
+    )?;
     pc.mem.unregister_listener(kvm, Unregister::Replay)?;
     pc.mem.unregister_listener(vhost, Unregister::Detach)?;
     let events = log.take();
-    let dels = events.iter().filter(|e| e.event.name() == "region_del").count();
+    let dels = events
+        .iter()
+        .filter(|e| e.event.name() == "region_del")
+        .count();
     writeln!(out, "    kvm heard {dels} region_del, vhost heard nothing")?;
     check(out, "replay deleted every range", dels == view.ranges.len())?;
-    check(out, "detach sent nothing to vhost", events.iter().all(|e| e.listener == "kvm"))?;
+    check(
+        out,
+        "detach sent nothing to vhost",
+        events.iter().all(|e| e.listener == "kvm"),
+    )?;
 
     writeln!(out, "invariants: {checks} checks, {violations} violations")?;
     Ok(DemoReport {
@@ -127,7 +166,10 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         assert_eq!(report.violations, 0, "{text}");
         assert!(report.checks >= 6);
-        assert!(text.trim_end().ends_with(&format!("invariants: {} checks, 0 violations", report.checks)));
+        assert!(text.trim_end().ends_with(&format!(
+            "invariants: {} checks, 0 violations",
+            report.checks
+        )));
         assert!(text.contains("region_add"));
         assert!(text.contains("log_start"));
     }

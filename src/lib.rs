@@ -16,6 +16,8 @@ pub use addrspace_mtree as mtree;
 pub mod bench;
 pub mod demo;
 pub mod pc;
+#[cfg(feature = "vm-memory")]
+pub mod vm_memory;
 
 /// The README's examples, compiled and run as doctests.
 #[doc = include_str!("../README.md")]

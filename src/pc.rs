@@ -17,7 +17,9 @@
 
 use std::sync::Arc;
 
-use addrspace_core::{AddressSpaceId, DirtyClient, Error, Memory, MmioOps, NullOps, RegionId, SIZE_2_64};
+use addrspace_core::{
+    AddressSpaceId, DirtyClient, Error, Memory, MmioOps, NullOps, RegionId, SIZE_2_64,
+};
 
 /// The machine's handles.
 #[derive(Debug)]
@@ -76,7 +78,13 @@ impl PcMachine {
     }
 
     /// Maps a device BAR of `size` bytes at `addr` in PCI space.
-    pub fn plug_bar(&mut self, name: &str, addr: u64, size: u64, ops: Arc<dyn MmioOps>) -> Result<RegionId, Error> {
+    pub fn plug_bar(
+        &mut self,
+        name: &str,
+        addr: u64,
+        size: u64,
+        ops: Arc<dyn MmioOps>,
+    ) -> Result<RegionId, Error> {
         let bar = self.mem.create_mmio(name, size as u128, ops)?;
         if let Err(e) = self.mem.add_subregion_overlap(self.pci, addr, bar, 1) {
             self.mem.destroy_region(bar)?;
@@ -137,7 +145,9 @@ mod tests {
     #[test]
     fn bar_over_ram_is_hidden_by_ram() {
         let mut pc = PcMachine::new(0x800_0000).unwrap();
-        let bar = pc.plug_bar("bar", 0x100_0000, 0x1000, PcMachine::null_device()).unwrap();
+        let bar = pc
+            .plug_bar("bar", 0x100_0000, 0x1000, PcMachine::null_device())
+            .unwrap();
         let view = pc.mem.view(pc.memory).unwrap();
         assert_ne!(view.lookup(0x100_0000).unwrap().region, bar);
         pc.unplug_bar(bar).unwrap();

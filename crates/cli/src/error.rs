@@ -17,6 +17,9 @@ pub enum CliError {
         /// What went wrong (boxed: the core's errors are large).
         source: Box<BuildError>,
     },
+    /// The demo's invariant checker found violations.
+    #[error("the demo found {0} invariant violation(s)")]
+    DemoViolations(usize),
     /// The `--hints` file is not `info mtree -f` output.
     #[error("{}: {source}", .path.display())]
     Hints {
@@ -33,10 +36,18 @@ pub enum CliError {
         /// Where and what.
         source: ParseError,
     },
-    /// Printing a built memory map failed (a core bug: every handle comes
-    /// from the build).
-    #[error("printing: {0}")]
-    Print(#[from] addrspace::Error),
+    /// No region of that name in the dump.
+    #[error("{}: no region named {name:?}", .path.display())]
+    NoSuchRegion {
+        /// The tree file.
+        path: PathBuf,
+        /// The name asked for.
+        name: String,
+    },
+    /// The memory map refused an operation (when printing, a core bug:
+    /// every handle comes from the build).
+    #[error("memory map: {0}")]
+    Memory(#[from] addrspace::Error),
     /// A file could not be read.
     #[error("cannot read {}: {source}", .path.display())]
     Read {
@@ -45,6 +56,9 @@ pub enum CliError {
         /// The I/O error.
         source: io::Error,
     },
+    /// The demo failed to run.
+    #[error("demo: {0}")]
+    Demo(String),
     /// Output could not be written.
     #[error("writing output: {0}")]
     Write(io::Error),

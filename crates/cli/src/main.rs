@@ -6,8 +6,13 @@
 //! into `error: ...` on stderr with exit status 1. To add a subcommand,
 //! add a variant to [`Command`] and a match arm in [`run`].
 
+mod alloc;
+mod bench_cmd;
 mod error;
 mod mtree_cmd;
+
+#[global_allocator]
+static GLOBAL: alloc::Counting = alloc::Counting;
 
 use std::io::{self, Write};
 use std::process::ExitCode;
@@ -28,15 +33,30 @@ struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the demo: a machine changing under listeners, with every event
+    /// printed and invariants checked at the end (exit status 1 if any
+    /// is violated).
+    Demo,
     /// Read QEMU `info mtree` dumps; print their trees and flat views.
     #[command(subcommand)]
     Mtree(mtree_cmd::MtreeCommand),
+    /// Measure commit, lookup and memory costs.
+    #[command(subcommand)]
+    Bench(bench_cmd::BenchCommand),
 }
 
 /// Runs one command, writing its output to `out`.
 fn run(command: Command, out: &mut dyn Write) -> Result<(), CliError> {
     match command {
+        Command::Demo => {
+            let report = addrspace::demo::run(out).map_err(|e| CliError::Demo(e.to_string()))?;
+            if report.violations > 0 {
+                return Err(CliError::DemoViolations(report.violations));
+            }
+            Ok(())
+        }
         Command::Mtree(cmd) => cmd.run(out),
+        Command::Bench(cmd) => cmd.run(out),
     }
 }
 

@@ -41,18 +41,7 @@ impl MtreeCommand {
                 hints,
                 readonly_aliases,
             } => {
-                let mut h = match &hints {
-                    Some(path) => {
-                        Hints::from_flat(&read(path)?).map_err(|source| CliError::Hints {
-                            path: path.clone(),
-                            source,
-                        })?
-                    }
-                    None => Hints::new(),
-                };
-                for name in readonly_aliases {
-                    h.add_readonly_alias(name);
-                }
+                let h = load_hints(hints.as_deref(), readonly_aliases)?;
                 let built = load(&tree, &h)?;
                 emit(out, &print_flat(built.memory(), &built.space_ids())?)
             }
@@ -64,11 +53,30 @@ impl MtreeCommand {
     }
 }
 
-fn read(path: &Path) -> Result<String, CliError> {
+/// Reads a file, naming it in the error.
+pub(crate) fn read(path: &Path) -> Result<String, CliError> {
     std::fs::read_to_string(path).map_err(|source| CliError::Read {
         path: path.to_owned(),
         source,
     })
+}
+
+/// The hints from an optional flat file plus read-only alias names.
+pub(crate) fn load_hints(
+    flat: Option<&Path>,
+    readonly_aliases: Vec<String>,
+) -> Result<Hints, CliError> {
+    let mut h = match flat {
+        Some(path) => Hints::from_flat(&read(path)?).map_err(|source| CliError::Hints {
+            path: path.to_owned(),
+            source,
+        })?,
+        None => Hints::new(),
+    };
+    for name in readonly_aliases {
+        h.add_readonly_alias(name);
+    }
+    Ok(h)
 }
 
 /// Reads, parses and builds a tree file.

@@ -86,3 +86,58 @@ impl std::fmt::Debug for ViewHandle {
             .finish()
     }
 }
+
+/// A reader's view with a one-entry cache of the last range hit, for vCPU
+/// threads that touch the same range again and again (a device's MMIO
+/// window, a RAM page).
+///
+/// It reads the view it loaded last; [`refresh`](Self::refresh) picks up
+/// the latest committed view (cheap: one atomic load and a pointer
+/// compare) and drops the cache if the view changed.
+#[derive(Debug, Clone)]
+pub struct ViewReader {
+    handle: ViewHandle,
+    view: Arc<FlatView>,
+    hit: Option<crate::flatview::FlatRange>,
+}
+
+impl ViewReader {
+    /// A reader of the address space behind `handle`.
+    pub fn new(handle: ViewHandle) -> ViewReader {
+        let view = handle.load();
+        ViewReader {
+            handle,
+            view,
+            hit: None,
+        }
+    }
+
+    /// Loads the latest committed view.
+    pub fn refresh(&mut self) {
+        let latest = self.handle.load();
+        if !Arc::ptr_eq(&latest, &self.view) {
+            self.view = latest;
+            self.hit = None;
+        }
+    }
+
+    /// The view being read.
+    pub fn view(&self) -> &Arc<FlatView> {
+        &self.view
+    }
+
+    /// The range containing `addr` in the view being read.
+    #[inline]
+    pub fn lookup(&mut self, addr: u64) -> Option<crate::flatview::FlatRange> {
+        if let Some(hit) = self.hit {
+            if hit.start <= addr && addr <= hit.last {
+                return Some(hit);
+            }
+        }
+        let found = self.view.lookup(addr).copied();
+        if found.is_some() {
+            self.hit = found;
+        }
+        found
+    }
+}

@@ -56,7 +56,7 @@ mod region;
 mod render;
 mod tree;
 
-pub use address_space::ViewHandle;
+pub use address_space::{ViewHandle, ViewReader};
 pub use backing::HostMemory;
 pub use engine::Engine;
 pub use error::{Error, ListenerFailure};

@@ -334,3 +334,20 @@ fn root_is_placed_at_zero_whatever_its_address() {
     let as_id = mem.create_address_space("inner-as", inner).unwrap();
     assert_eq!(mem.view(as_id).unwrap().ranges[0].start, 0x100);
 }
+
+#[test]
+fn view_reader_caches_hits_and_follows_commits() {
+    let (mut mem, root) = machine();
+    let dev = mmio(&mut mem, "dev", 0x100);
+    mem.add_subregion(root, 0x1000, dev).unwrap();
+    let as_id = mem.address_spaces().next().unwrap();
+    let mut reader = crate::ViewReader::new(mem.view_handle(as_id).unwrap());
+    assert_eq!(reader.lookup(0x1010).map(|r| r.region), Some(dev));
+    assert_eq!(reader.lookup(0x10ff).map(|r| r.region), Some(dev));
+    mem.set_address(dev, 0x2000).unwrap();
+    // Still the old view until refreshed.
+    assert_eq!(reader.lookup(0x1010).map(|r| r.region), Some(dev));
+    reader.refresh();
+    assert_eq!(reader.lookup(0x1010), None);
+    assert_eq!(reader.lookup(0x2010).map(|r| r.region), Some(dev));
+}

@@ -1,0 +1,241 @@
+//! `addrspace bench`: commit cost on real QEMU topologies and at synthetic
+//! VM scale, lookups, and memory use.
+
+use std::hint::black_box;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use addrspace::bench::{count_events, mean_median_ns, toggle, ScaleMachine, BAR_BASE, BAR_SIZE};
+use addrspace::mtree::{build, parse};
+use addrspace::{Engine, ViewReader};
+use clap::Subcommand;
+
+use crate::error::CliError;
+use crate::mtree_cmd::{load_hints, read};
+
+/// The `bench` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Toggle one region of a QEMU dump in and out, one commit each, and
+    /// time the commits.
+    ///
+    /// The first region named NAME (in the dump's print order) is removed
+    /// from its parent and added back at the same address and priority,
+    /// alternately. A counting listener sits on the address space
+    /// `memory` (on every address space with --listen-all). The last line
+    /// is machine-readable:
+    /// `mean_commit_ns=.. median_commit_ns=.. commits=.. address_spaces=..
+    /// flat_ranges=.. engine=..` (flat_ranges: ranges of all distinct
+    /// views).
+    ///
+    /// Example: addrspace bench toggle tests/data/conformance/qemu-7.2/x86_64-q35-e1000x200.tree
+    /// --hints tests/data/conformance/qemu-7.2/x86_64-q35-e1000x200.flat --region e1000-mmio
+    Toggle {
+        /// The `info mtree -D` text.
+        tree: PathBuf,
+        /// Name of the region to toggle.
+        #[arg(long, value_name = "NAME")]
+        region: String,
+        /// The matching `info mtree -f` text (see `mtree flat --hints`).
+        #[arg(long, value_name = "FLAT")]
+        hints: Option<PathBuf>,
+        /// Alias names that are read-only (repeatable).
+        #[arg(long = "readonly-alias", value_name = "NAME")]
+        readonly_aliases: Vec<String>,
+        /// Number of commits.
+        #[arg(long, default_value_t = 2000)]
+        count: usize,
+        /// `incremental` or `reference`.
+        #[arg(long, default_value = "incremental")]
+        engine: Engine,
+        /// Listen on every address space, not only `memory`.
+        #[arg(long)]
+        listen_all: bool,
+    },
+    /// Synthetic machines at VM scale: commit cost against region and
+    /// address-space counts for both engines, lookups, memory.
+    Scale {
+        /// Fewer commits per row (for smoke tests).
+        #[arg(long)]
+        quick: bool,
+    },
+}
+
+impl BenchCommand {
+    /// Runs the benchmark, writing to `out`.
+    pub fn run(self, out: &mut dyn Write) -> Result<(), CliError> {
+        match self {
+            BenchCommand::Toggle {
+                tree,
+                region,
+                hints: flat,
+                readonly_aliases,
+                count,
+                engine,
+                listen_all,
+            } => {
+                let h = load_hints(flat.as_deref(), readonly_aliases)?;
+                let dump = parse(&read(&tree)?).map_err(|e| CliError::parse(&tree, e))?;
+                let mut built = build(&dump, &h).map_err(|source| CliError::Build {
+                    path: tree.clone(),
+                    source: Box::new(source),
+                })?;
+                let target = dump
+                    .nodes()
+                    .find(|n| n.name == region)
+                    .and_then(|n| built.region_of(n))
+                    .ok_or_else(|| CliError::NoSuchRegion {
+                        path: tree.clone(),
+                        name: region.clone(),
+                    })?;
+                let spaces: Vec<_> = if listen_all {
+                    built.space_ids()
+                } else {
+                    built.address_space("memory").into_iter().collect()
+                };
+                let all = built.space_ids();
+                let mem = built.memory_mut();
+                mem.set_engine(engine);
+                let counter = count_events(mem, &spaces)?;
+                let times = toggle(mem, target, count)?;
+                let (mean, median) = mean_median_ns(&times);
+                let mut roots: Vec<_> = all.iter().filter_map(|a| mem.view(*a).ok()).collect();
+                roots.sort_by_key(|v| std::sync::Arc::as_ptr(v) as usize);
+                roots.dedup_by_key(|v| std::sync::Arc::as_ptr(v) as usize);
+                let ranges: usize = roots.iter().map(|v| v.ranges.len()).sum();
+                let w =
+                    |out: &mut dyn Write, s: String| writeln!(out, "{s}").map_err(CliError::Write);
+                w(
+                    out,
+                    format!(
+                        "toggled {region:?} {count} times; listeners heard {} events",
+                        counter.get()
+                    ),
+                )?;
+                w(
+                    out,
+                    format!(
+                        "mean_commit_ns={mean:.1} median_commit_ns={median:.1} commits={count} address_spaces={} flat_ranges={ranges} engine={}",
+                        all.len(),
+                        engine.name()
+                    ),
+                )
+            }
+            BenchCommand::Scale { quick } => scale(out, quick),
+        }
+    }
+}
+
+fn scale(out: &mut dyn Write, quick: bool) -> Result<(), CliError> {
+    let w = |out: &mut dyn Write, s: String| writeln!(out, "{s}").map_err(CliError::Write);
+    let commits = if quick { 50 } else { 2000 };
+    w(out, "one-region commit (median ns; a BAR toggled in and out; one counting listener on `memory`)".into())?;
+    w(
+        out,
+        format!(
+            "{:>8} {:>7} {:>12} {:>12} {:>8}",
+            "regions", "spaces", "incremental", "reference", "speedup"
+        ),
+    )?;
+    let mut rows = Vec::new();
+    for (regions, spaces) in [
+        (1_000, 1),
+        (10_000, 1),
+        (100_000, 1),
+        (10_000, 100),
+        (10_000, 1_000),
+    ] {
+        let mut medians = [0.0; 2];
+        for (k, engine) in [Engine::Incremental, Engine::Reference]
+            .into_iter()
+            .enumerate()
+        {
+            let mut m = ScaleMachine::new(regions, spaces)?;
+            m.mem.set_engine(engine);
+            count_events(&mut m.mem, &[m.memory])?;
+            let bar = m.bars[m.bars.len() / 2];
+            // The reference engine renders everything: fewer commits.
+            let n = if engine == Engine::Reference {
+                (commits / 20).max(10)
+            } else {
+                commits
+            };
+            medians[k] = mean_median_ns(&toggle(&mut m.mem, bar, n)?).1;
+        }
+        rows.push((regions, spaces, medians[0]));
+        w(
+            out,
+            format!(
+                "{regions:>8} {spaces:>7} {:>12.0} {:>12.0} {:>7.0}x",
+                medians[0],
+                medians[1],
+                medians[1] / medians[0]
+            ),
+        )?;
+    }
+    let at = |r: usize, s: usize| {
+        rows.iter()
+            .find(|x| x.0 == r && x.1 == s)
+            .map_or(f64::NAN, |x| x.2)
+    };
+    w(
+        out,
+        format!(
+            "ratio 100k/1k regions: {:.2} (target <= 3)",
+            at(100_000, 1) / at(1_000, 1)
+        ),
+    )?;
+    w(
+        out,
+        format!(
+            "ratio 1000/1 spaces:   {:.2} (target <= 2)",
+            at(10_000, 1_000) / at(10_000, 1)
+        ),
+    )?;
+
+    // Lookups over 10k ranges.
+    let m = ScaleMachine::new(10_000, 1)?;
+    let view = m.mem.view(m.memory)?;
+    let n = if quick { 100_000 } else { 10_000_000 };
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let addrs: Vec<u64> = (0..4096)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            BAR_BASE + x % (10_000 * 2 * BAR_SIZE)
+        })
+        .collect();
+    let t = Instant::now();
+    let mut hits = 0usize;
+    for i in 0..n {
+        hits += black_box(view.lookup(addrs[i & 4095])).is_some() as usize;
+    }
+    let random = t.elapsed().as_nanos() as f64 / n as f64;
+    let mut reader = ViewReader::new(m.mem.view_handle(m.memory)?);
+    let hot = BAR_BASE + 0x40;
+    let t = Instant::now();
+    for i in 0..n {
+        hits += black_box(reader.lookup(black_box(hot + (i as u64 & 0xff)))).is_some() as usize;
+    }
+    let repeated = t.elapsed().as_nanos() as f64 / n as f64;
+    black_box(hits);
+    w(out, format!("lookup over {} ranges: random {random:.1} ns (target <= 20), repeated hit {repeated:.1} ns (target <= 3)", view.ranges.len()))?;
+
+    // Memory, measured by the counting allocator.
+    let before = crate::alloc::live_bytes();
+    let m = ScaleMachine::new(100_000, 1)?;
+    let view = m.mem.view(m.memory)?;
+    let per_range = view.heap_bytes() as f64 / view.ranges.len() as f64;
+    drop(view);
+    let one = crate::alloc::live_bytes() - before;
+    drop(m);
+    let before = crate::alloc::live_bytes();
+    let m = ScaleMachine::new(100_000, 1_001)?;
+    let with_spaces = crate::alloc::live_bytes() - before;
+    drop(m);
+    let per_space = (with_spaces - one) as f64 / 1_000.0;
+    w(out, format!("memory: {per_range:.1} bytes per flat range (target <= 64); {per_space:.0} bytes per address space sharing a view, its bus-master container and alias included (target <= 1024)"))?;
+    Ok(())
+}
