@@ -13,16 +13,17 @@
 //! Both produce the same views and send the same events; the property
 //! tests run them side by side.
 
-use std::collections::{HashMap, HashSet};
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use crate::address_space::RootView;
 use crate::dispatch::{Delta, Dispatcher};
 use crate::error::Error;
 use crate::flatview::{FlatRange, FlatView};
-use crate::id::{AddressSpaceId, RegionId};
+use crate::id::{AddressSpaceId, IdMap, IdSet, RegionId};
 use crate::ioevent::FlatIoeventfd;
 use crate::memory::Memory;
+use crate::ranges::RangeList;
 use crate::region::{RegionKind, SIZE_2_64};
 use crate::render::Regions;
 
@@ -77,7 +78,8 @@ impl Memory {
         if self.engine == Engine::Reference || self.full_render {
             return;
         }
-        let mut stack = vec![(id, 0i128, r.size as i128)];
+        let mut stack: smallvec::SmallVec<[(RegionId, i128, i128); 16]> =
+            smallvec::smallvec![(id, 0i128, r.size as i128)];
         while let Some((n, lo, hi)) = stack.pop() {
             if lo >= hi {
                 continue;
@@ -206,8 +208,11 @@ impl Memory {
     /// Brings every view up to date and tells the listeners.
     pub(crate) fn run_commit(&mut self) -> Result<(), Error> {
         let _span = tracing::debug_span!("commit", engine = self.engine.name()).entered();
-        let touched = std::mem::take(&mut self.touched);
-        let damage = std::mem::take(&mut self.damage);
+        // Drained rather than taken: the sets keep their capacity, so a
+        // steady stream of small commits allocates little.
+        let touched: smallvec::SmallVec<[RegionId; 8]> = self.touched.drain().collect();
+        let damage: smallvec::SmallVec<[(RegionId, i128, i128); 8]> =
+            self.damage.drain(..).collect();
         let full = std::mem::take(&mut self.full_render) || self.engine == Engine::Reference;
 
         // 1. Address spaces whose root chain changed resolve their root
@@ -232,8 +237,8 @@ impl Memory {
         };
         recheck.sort();
         recheck.dedup();
-        let mut fresh_roots: HashSet<Option<RegionId>> = HashSet::new();
-        let mut switched: HashMap<AddressSpaceId, Arc<FlatView>> = HashMap::new();
+        let mut fresh_roots: IdSet<Option<RegionId>> = IdSet::default();
+        let mut switched: IdMap<AddressSpaceId, Arc<FlatView>> = IdMap::default();
         for as_id in recheck {
             let regions = Regions {
                 arena: &self.regions,
@@ -279,7 +284,7 @@ impl Memory {
         }
 
         // 2. Views bring their damaged windows (or everything) up to date.
-        let mut patched: HashMap<Option<RegionId>, (Arc<FlatView>, Delta)> = HashMap::new();
+        let mut patched: IdMap<Option<RegionId>, (Arc<FlatView>, Delta)> = IdMap::default();
         let regions = Regions {
             arena: &self.regions,
             global_dirty_log: self.global_dirty_log,
@@ -298,8 +303,8 @@ impl Memory {
                 }
             }
         } else {
-            let mut windows: HashMap<RegionId, Vec<(i128, i128)>> = HashMap::new();
-            for (root, lo, hi) in damage {
+            let mut windows: IdMap<RegionId, Vec<(i128, i128)>> = IdMap::default();
+            for &(root, lo, hi) in &damage {
                 windows.entry(root).or_default().push((lo, hi));
             }
             for (root, wins) in windows {
@@ -319,7 +324,7 @@ impl Memory {
         }
 
         // 3. Tell the listeners, address space by address space.
-        let mut deltas: Vec<(AddressSpaceId, Delta)> = Vec::new();
+        let mut deltas: Vec<(AddressSpaceId, Cow<'_, Delta>)> = Vec::new();
         let mut changed = !patched.is_empty();
         for (as_id, old) in &switched {
             let space = self.spaces.get(as_id.0).expect("live space");
@@ -329,16 +334,16 @@ impl Memory {
             let space = self.spaces.get(as_id.0).expect("live space");
             let new = &self.roots[&space.flat_root].view;
             let delta = if let Some(old) = switched.get(&as_id) {
-                Delta::whole(old, new)
+                Cow::Owned(Delta::whole(old, new))
             } else if let Some((old, delta)) = patched.get(&space.flat_root) {
                 let wants_nop = space
                     .listeners
                     .iter()
                     .any(|l| self.listeners.get(l.0).is_some_and(|e| e.config.wants_nop));
                 if wants_nop {
-                    Delta::whole(old, new)
+                    Cow::Owned(Delta::whole(old, new))
                 } else {
-                    delta.clone()
+                    Cow::Borrowed(delta)
                 }
             } else {
                 continue;
@@ -397,7 +402,7 @@ fn patch(
     // Index spans [i, j) of old ranges each window covers, widened to the
     // whole ranges it cuts; spans close enough to share a merge neighbour
     // are joined.
-    let mut spans: Vec<(usize, usize, i128, i128)> = Vec::new();
+    let mut spans: smallvec::SmallVec<[(usize, usize, i128, i128); 4]> = smallvec::SmallVec::new();
     for (lo, hi) in windows {
         let (lo, hi) = (lo.max(0), hi.min(SIZE_2_64 as i128));
         if lo >= hi {
@@ -432,15 +437,16 @@ fn patch(
         (Some(a), Some(b)) => a.unmergeable && a.continues_into(b),
         _ => false,
     };
-    let mut queue: std::collections::VecDeque<(usize, usize, i128, i128)> = spans.into();
-    let mut rendered: Vec<(usize, usize, Vec<FlatRange>)> = Vec::new();
-    while let Some((mut i, mut j, mut lo, mut hi)) = queue.pop_front() {
+    let mut queue = spans.into_iter().peekable();
+    let mut rendered: smallvec::SmallVec<[(usize, usize, Vec<FlatRange>); 2]> =
+        smallvec::SmallVec::new();
+    while let Some((mut i, mut j, mut lo, mut hi)) = queue.next() {
         loop {
-            while let Some(&(ni, nj, nlo, nhi)) = queue.front() {
+            while let Some(&(ni, nj, nlo, nhi)) = queue.peek() {
                 if ni > j + 1 && nlo > hi {
                     break;
                 }
-                queue.pop_front();
+                queue.next();
                 j = j.max(nj);
                 lo = lo.min(nlo);
                 hi = hi.max(nhi);
@@ -470,8 +476,9 @@ fn patch(
             }
         }
     }
-    let mut list = ranges.clone();
-    let mut pieces: Vec<(Vec<FlatRange>, Vec<FlatRange>)> = Vec::new();
+    let mut list: Option<RangeList> = None;
+    let mut pieces: smallvec::SmallVec<[(Vec<FlatRange>, Vec<FlatRange>); 2]> =
+        smallvec::SmallVec::new();
     for (i, j, mut new) in rendered.into_iter().rev() {
         let (mut a, mut b) = (i, j);
         if a > 0 {
@@ -495,7 +502,7 @@ fn patch(
         }
         let old_slice = ranges.slice(a, b);
         if old_slice != new {
-            list = list.splice(a, b, &new);
+            list = Some(list.as_ref().unwrap_or(ranges).splice(a, b, &new));
         }
         // Kept even when the ranges are equal: the ioeventfds or coalesced
         // ranges they place may have changed.
@@ -545,7 +552,7 @@ fn patch(
     }
     let view = FlatView {
         root: old.root,
-        ranges: list,
+        ranges: list.unwrap_or_else(|| ranges.clone()),
         ioeventfds: fds,
         coalesced: cos,
     };

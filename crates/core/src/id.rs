@@ -189,3 +189,36 @@ mod tests {
         assert_eq!(arena.insert(2), predicted);
     }
 }
+
+/// A hasher for maps keyed by handles: handles are small, distinct
+/// integers, so a multiply is enough and much cheaper than SipHash (no
+/// untrusted keys ever reach these maps).
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(5) ^ b as u64).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.0 = (self.0.rotate_left(5) ^ n as u64).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+}
+
+/// Builds [`IdHasher`]s.
+pub(crate) type IdBuild = std::hash::BuildHasherDefault<IdHasher>;
+/// A map keyed by handles.
+pub(crate) type IdMap<K, V> = std::collections::HashMap<K, V, IdBuild>;
+/// A set of handles.
+pub(crate) type IdSet<K> = std::collections::HashSet<K, IdBuild>;

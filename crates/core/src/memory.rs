@@ -1,7 +1,6 @@
 //! [`Memory`]: the region tree, its address spaces and listeners, and the
 //! transaction that keeps them in step.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -12,7 +11,7 @@ use crate::dispatch::{Delta, Dispatcher, ListenerEntry};
 use crate::engine::Engine;
 use crate::error::{Error, ListenerFailure};
 use crate::flatview::FlatView;
-use crate::id::{next_space, AddressSpaceId, Arena, ListenerId, Miss, RegionId};
+use crate::id::{next_space, AddressSpaceId, Arena, IdMap, IdSet, ListenerId, Miss, RegionId};
 use crate::listener::{Listener, ListenerConfig, Unregister};
 use crate::region::Region;
 
@@ -39,18 +38,18 @@ pub struct Memory {
     doomed: Vec<RegionId>,
     pub(crate) engine: Engine,
     /// Rendered views by flat-view root.
-    pub(crate) roots: HashMap<Option<RegionId>, RootView>,
+    pub(crate) roots: IdMap<Option<RegionId>, RootView>,
     /// Which address spaces' root chains pass through a region.
-    pub(crate) chain_index: HashMap<RegionId, SmallVec<[AddressSpaceId; 2]>>,
+    pub(crate) chain_index: IdMap<RegionId, SmallVec<[AddressSpaceId; 2]>>,
     /// Changed in this transaction: address spaces whose chain holds one of
     /// these resolve their flat root again.
-    pub(crate) touched: HashSet<RegionId>,
+    pub(crate) touched: IdSet<RegionId>,
     /// Windows `[lo, hi)` of flat-view roots that may have changed.
     pub(crate) damage: Vec<(RegionId, i128, i128)>,
     /// Every view must be rendered again (global dirty logging changed).
     pub(crate) full_render: bool,
     /// For each region, how many address spaces let damage walks skip it.
-    pub(crate) skip_count: HashMap<RegionId, u32>,
+    pub(crate) skip_count: IdMap<RegionId, u32>,
     /// Address spaces with listeners, in creation order.
     pub(crate) listened: Vec<AddressSpaceId>,
     link_clock: u64,
@@ -89,12 +88,12 @@ impl Memory {
             global_dirty_log: false,
             doomed: Vec::new(),
             engine: Engine::default(),
-            roots: HashMap::new(),
-            chain_index: HashMap::new(),
-            touched: HashSet::new(),
+            roots: IdMap::default(),
+            chain_index: IdMap::default(),
+            touched: IdSet::default(),
             damage: Vec::new(),
             full_render: false,
-            skip_count: HashMap::new(),
+            skip_count: IdMap::default(),
             listened: Vec::new(),
             link_clock: 0,
         }

@@ -13,6 +13,16 @@ use crate::flatview::FlatRange;
 /// Most ranges a chunk holds.
 pub const CHUNK: usize = 64;
 
+/// Splits `ranges` into chunks of at most [`CHUNK`] and appends them.
+fn push_rechunked(chunks: &mut Vec<Arc<[FlatRange]>>, ranges: &[FlatRange]) {
+    if ranges.is_empty() {
+        return;
+    }
+    let n = ranges.len().div_ceil(CHUNK);
+    let per = ranges.len().div_ceil(n);
+    chunks.extend(ranges.chunks(per).map(Arc::from));
+}
+
 /// Most chunks a node of the upper level holds.
 const FANOUT: usize = 32;
 
@@ -140,18 +150,47 @@ impl RangeList {
         }
         let ni = self.node_of(i.min(self.len.saturating_sub(1)));
         let nj = if j > i { self.node_of(j - 1) } else { ni }.max(ni);
-        let chunks: Vec<Arc<[FlatRange]>> = self.nodes[ni..=nj]
-            .iter()
-            .flat_map(|n| n.chunks.iter().cloned())
-            .collect();
-        let merged = Leaves::from_chunks(&chunks);
-        let base = self.before[ni];
-        let spliced = merged.splice(i - base, j - base, new);
+        // Walk the chunks of the affected nodes once: those wholly before
+        // `i` or wholly after `j` are shared, the rest are rebuilt from
+        // their surviving ranges and `new`.
+        let mut chunks: Vec<Arc<[FlatRange]>> = Vec::with_capacity((nj - ni + 1) * FANOUT + 2);
+        let mut middle: Vec<FlatRange> = Vec::with_capacity(new.len() + 2 * CHUNK);
+        let mut placed = false;
+        let mut at = self.before[ni];
+        for node in &self.nodes[ni..=nj] {
+            for c in &node.chunks {
+                let (lo, hi) = (at, at + c.len());
+                at = hi;
+                if hi <= i || (lo >= j && placed) {
+                    chunks.push(Arc::clone(c));
+                    continue;
+                }
+                // This chunk holds a boundary: keep its ranges outside i..j.
+                let from = i.saturating_sub(lo).min(c.len());
+                let to = j.saturating_sub(lo).min(c.len());
+                middle.extend_from_slice(&c[..from]);
+                if !placed && lo + from >= i {
+                    middle.extend_from_slice(new);
+                    placed = true;
+                }
+                middle.extend_from_slice(&c[to..]);
+                if placed {
+                    push_rechunked(&mut chunks, &middle);
+                    middle.clear();
+                }
+            }
+        }
+        if !placed {
+            middle.extend_from_slice(new);
+        }
+        push_rechunked(&mut chunks, &middle);
         let mut out = RangeList::default();
         for n in &self.nodes[..ni] {
             out.push_node(Arc::clone(n));
         }
-        out.push_leaves(spliced);
+        for group in chunks.chunks(FANOUT) {
+            out.push_node(Arc::new(Leaves::from_chunks(group)));
+        }
         for n in &self.nodes[nj + 1..] {
             out.push_node(Arc::clone(n));
         }
@@ -276,38 +315,6 @@ impl Leaves {
             Some(chunk) => self.before[c] + chunk.partition_point(|r| (r.start as u128) < end),
             None => 0,
         }
-    }
-
-    /// A new list with ranges `i..j` replaced by `new`; untouched chunks
-    /// are shared with `self`.
-    fn splice(&self, i: usize, j: usize, new: &[FlatRange]) -> Leaves {
-        if self.chunks.is_empty() {
-            return Leaves::from_vec(new.to_vec());
-        }
-        // Chunks ci..cj (exclusive) hold ranges i..j; rebuild only those.
-        let ci = self.before.partition_point(|&b| b <= i).saturating_sub(1);
-        let cj = if j == 0 {
-            ci + 1
-        } else {
-            (self.before.partition_point(|&b| b < j)).max(ci + 1)
-        };
-        let first = self.before[ci];
-        let mut middle: Vec<FlatRange> = self.chunks[ci][..i - first].to_vec();
-        middle.extend_from_slice(new);
-        let last_chunk = cj - 1;
-        let tail_from = j
-            .saturating_sub(self.before[last_chunk])
-            .min(self.chunks[last_chunk].len());
-        middle.extend_from_slice(&self.chunks[last_chunk][tail_from..]);
-        let mut out = Leaves::default();
-        for c in &self.chunks[..ci] {
-            out.push_chunk(Arc::clone(c));
-        }
-        out.push_chunks(&middle);
-        for c in &self.chunks[cj..] {
-            out.push_chunk(Arc::clone(c));
-        }
-        out
     }
 
     /// Bytes of heap this list uses (chunks and index).

@@ -24,7 +24,6 @@
 //! skip regions whose flags would be lost (see `flat_root`).
 
 use std::collections::BTreeMap;
-use std::ops::Bound;
 
 use crate::flatview::{FlatRange, FlatView};
 use crate::id::{Arena, RegionId};
@@ -135,7 +134,7 @@ impl Regions<'_> {
         // Place the root at 0 whatever its address in a parent.
         let base = -(r.addr as i128);
         self.render(&mut out, root, base, (lo, hi), Inherited::default());
-        simplify(out.ranges.into_values())
+        simplify(out.into_sorted().into_iter())
     }
 
     fn render(
@@ -264,10 +263,21 @@ struct Inherited {
     unmergeable: bool,
 }
 
-/// Ranges rendered so far, keyed by start; disjoint.
-#[derive(Default)]
-struct Partial {
-    ranges: BTreeMap<i128, FlatRange>,
+/// Ranges rendered so far, disjoint, by start. A window render produces
+/// a handful of ranges: a sorted vector is cheapest; past `SMALL` entries
+/// it becomes a B-tree so that full renders of large views stay
+/// O(n log n).
+enum Partial {
+    Small(Vec<FlatRange>),
+    Large(BTreeMap<u64, FlatRange>),
+}
+
+const SMALL: usize = 256;
+
+impl Default for Partial {
+    fn default() -> Self {
+        Partial::Small(Vec::new())
+    }
 }
 
 impl Partial {
@@ -275,27 +285,47 @@ impl Partial {
     /// is where offset 0 of the region lies.
     fn fill_gaps(&mut self, clip: (i128, i128), origin: i128, template: FlatRange) {
         let (mut pos, end) = clip;
-        let mut gaps = Vec::new();
-        // A range starting before `pos` may still cover it.
-        let before = self
-            .ranges
-            .range(..=pos)
-            .next_back()
-            .map(|(_, r)| r.last as i128 + 1);
-        if let Some(covered_to) = before {
-            pos = pos.max(covered_to);
-        }
-        for (_, r) in self
-            .ranges
-            .range((Bound::Excluded(clip.0), Bound::Excluded(end)))
+        let mut gaps: smallvec::SmallVec<[(i128, i128); 4]> = smallvec::SmallVec::new();
         {
-            let s = r.start as i128;
-            if s > pos {
-                gaps.push((pos, s.min(end)));
-            }
-            pos = pos.max(r.last as i128 + 1);
-            if pos >= end {
-                break;
+            let mut visit = |r: &FlatRange| -> bool {
+                let s = r.start as i128;
+                if s >= end {
+                    return false;
+                }
+                if s > pos {
+                    gaps.push((pos, s));
+                }
+                pos = pos.max(r.last as i128 + 1);
+                pos < end
+            };
+            match self {
+                Partial::Small(v) => {
+                    // Ranges that may cover `clip.0` or start inside it.
+                    let i = v.partition_point(|r| (r.last as i128) < clip.0);
+                    for r in &v[i..] {
+                        if !visit(r) {
+                            break;
+                        }
+                    }
+                }
+                Partial::Large(m) => {
+                    let from = m
+                        .range(..=clip.0.max(0) as u64)
+                        .next_back()
+                        .map(|(k, _)| *k);
+                    let iter = match from {
+                        Some(k) => m.range(k..),
+                        None => m.range(0..),
+                    };
+                    for (_, r) in iter {
+                        if (r.last as i128) < clip.0 {
+                            continue;
+                        }
+                        if !visit(r) {
+                            break;
+                        }
+                    }
+                }
             }
         }
         if pos < end {
@@ -308,7 +338,33 @@ impl Partial {
                 offset_in_region: (s - origin) as u64,
                 ..template
             };
-            self.ranges.insert(s, fr);
+            self.insert(fr);
+        }
+    }
+
+    fn insert(&mut self, fr: FlatRange) {
+        match self {
+            Partial::Small(v) => {
+                let i = v.partition_point(|r| r.start < fr.start);
+                v.insert(i, fr);
+                if v.len() > SMALL {
+                    let m = std::mem::take(v)
+                        .into_iter()
+                        .map(|r| (r.start, r))
+                        .collect();
+                    *self = Partial::Large(m);
+                }
+            }
+            Partial::Large(m) => {
+                m.insert(fr.start, fr);
+            }
+        }
+    }
+
+    fn into_sorted(self) -> Vec<FlatRange> {
+        match self {
+            Partial::Small(v) => v,
+            Partial::Large(m) => m.into_values().collect(),
         }
     }
 }
