@@ -7,8 +7,9 @@ use crate::error::ListenerFailure;
 use crate::flatview::{FlatRange, FlatView};
 use crate::id::{AddressSpaceId, Arena, ListenerId};
 use crate::ioevent::{FlatCoalesced, FlatIoeventfd};
+use crate::iommu::IommuState;
 use crate::listener::{Listener, ListenerConfig, ListenerCx, Section};
-use crate::region::{DirtyLogMask, Region};
+use crate::region::{DirtyLogMask, KindTag, Region};
 
 type FdKey = (u64, u64, Option<u64>, usize, crate::RegionId);
 
@@ -155,6 +156,7 @@ fn walk_sorted<T, K: Ord>(
 pub(crate) struct Dispatcher<'a> {
     pub(crate) regions: &'a Arena<Region>,
     pub(crate) listeners: &'a mut Arena<ListenerEntry>,
+    pub(crate) iommu: &'a mut IommuState,
     pub(crate) failures: &'a mut Vec<ListenerFailure>,
 }
 
@@ -167,6 +169,7 @@ impl Dispatcher<'_> {
         let entry = self.listeners.get_mut(id.0)?;
         let mut cx = ListenerCx {
             regions: self.regions,
+            iommu: &mut *self.iommu,
             address_space: entry.address_space,
             listener: id,
         };
@@ -290,7 +293,19 @@ impl Dispatcher<'_> {
                 }
                 tracing::trace!(listener = %e.config.name, event = "region_del", start = fr.start, last = fr.last, region = %fr.region);
                 e.listener.region_del(cx, &section);
+                if e.config.iommu_user && section.kind == KindTag::Iommu {
+                    cx.iommu.count(fr.region, false);
+                }
             });
+        }
+    }
+
+    /// Takes `fr` away from listener `id` as if it had refused it: it gets
+    /// the deletion now and nothing more about the range until it changes.
+    pub(crate) fn withdraw(&mut self, as_id: AddressSpaceId, id: ListenerId, fr: &FlatRange) {
+        self.range_deleted(as_id, &[id], fr);
+        if let Some(e) = self.listeners.get_mut(id.0) {
+            e.refused_ranges.push(*fr);
         }
     }
 
@@ -301,6 +316,9 @@ impl Dispatcher<'_> {
                 tracing::trace!(listener = %e.config.name, event = "region_add", start = fr.start, last = fr.last, region = %fr.region);
                 match e.listener.region_add(cx, &section) {
                     Ok(()) => {
+                        if e.config.iommu_user && section.kind == KindTag::Iommu {
+                            cx.iommu.count(fr.region, true);
+                        }
                         if !fr.dirty_log_mask.is_empty() {
                             tracing::trace!(listener = %e.config.name, event = "log_start", start = fr.start, last = fr.last);
                             e.listener.log_start(cx, &section, DirtyLogMask::EMPTY, fr.dirty_log_mask);

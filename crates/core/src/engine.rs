@@ -359,6 +359,7 @@ impl Memory {
         let mut d = Dispatcher {
             regions: &self.regions,
             listeners: &mut self.listeners,
+            iommu: &mut self.iommu,
             failures: &mut failures,
         };
         d.bracket(&self.listener_order, false);
@@ -367,11 +368,70 @@ impl Memory {
             tracing::debug!(address_space = %space.name, removed = delta.old.len(), added = delta.new.len(), "view changed");
             d.view_change(*as_id, &space.listeners, delta);
         }
+        // Usage is judged once all sections moved, before listeners close
+        // the commit: a window removed and re-created in one transaction
+        // never reaches zero here.
+        let hooks = crate::iommu::judge(&self.regions, &mut self.iommu);
+        for (region, hook, _) in &hooks {
+            if *hook == "vfio_start" {
+                self.withdraw_iommu(*region);
+            }
+        }
+        if !hooks.is_empty() {
+            // The withdrawn sections brought failed regions back to zero.
+            let _ = crate::iommu::judge(&self.regions, &mut self.iommu);
+        }
+        let mut d = Dispatcher {
+            regions: &self.regions,
+            listeners: &mut self.listeners,
+            iommu: &mut self.iommu,
+            failures: &mut failures,
+        };
         d.bracket(&self.listener_order, true);
-        if failures.is_empty() {
-            Ok(())
-        } else {
+        if !failures.is_empty() {
             Err(Error::ListenerRefused { failures })
+        } else if let Some((region, hook, message)) = hooks.into_iter().next() {
+            Err(Error::IommuHook {
+                region,
+                hook,
+                message,
+            })
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl Memory {
+    /// Takes every section of `region` away from the IOMMU-user listeners
+    /// that hold it (after a failed `vfio_start`).
+    fn withdraw_iommu(&mut self, region: RegionId) {
+        let mut failures = Vec::new();
+        for &as_id in &self.listened {
+            let space = self.spaces.get(as_id.0).expect("live space");
+            let view = Arc::clone(&self.roots[&space.flat_root].view);
+            let users: Vec<_> = space
+                .listeners
+                .iter()
+                .copied()
+                .filter(|l| self.listeners.get(l.0).is_some_and(|e| e.config.iommu_user))
+                .collect();
+            let mut d = Dispatcher {
+                regions: &self.regions,
+                listeners: &mut self.listeners,
+                iommu: &mut self.iommu,
+                failures: &mut failures,
+            };
+            for fr in view.ranges.iter().filter(|fr| fr.region == region) {
+                for &l in users.iter().rev() {
+                    if d.listeners
+                        .get(l.0)
+                        .is_some_and(|e| !e.refused_ranges.iter().any(|r| r.same_mapping(fr)))
+                    {
+                        d.withdraw(as_id, l, fr);
+                    }
+                }
+            }
         }
     }
 }

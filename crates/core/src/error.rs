@@ -1,6 +1,6 @@
 //! The core's error type.
 
-use crate::id::{AddressSpaceId, ListenerId, RegionId};
+use crate::id::{AddressSpaceId, ListenerId, NotifierId, RegionId};
 
 /// One callback that a listener refused during a commit or registration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,6 +112,40 @@ pub enum Error {
         /// What was refused, in dispatch order (never empty).
         failures: Vec<ListenerFailure>,
     },
+    /// A notifier with an inverted range or one past the region's end.
+    #[error("notifier range [{start:#x}, {last:#x}] does not fit IOMMU region {region} of size {region_size:#x}")]
+    BadNotifierRange {
+        /// The region.
+        region: RegionId,
+        /// First address asked for.
+        start: u64,
+        /// Last address asked for.
+        last: u64,
+        /// The region's size.
+        region_size: u128,
+    },
+    /// A notifier that asks for no events.
+    #[error("a notifier on {region} must ask for MAP, UNMAP or both")]
+    EmptyNotifierFlags {
+        /// The region.
+        region: RegionId,
+    },
+    /// An IOMMU hook refused (or failed).
+    #[error("{hook} of IOMMU region {region} failed: {message}")]
+    IommuHook {
+        /// The region.
+        region: RegionId,
+        /// `vfio_start`, `vfio_stop` or `notify_flags_changed`.
+        hook: &'static str,
+        /// What the hook said.
+        message: String,
+    },
+    /// An IOMMU operation on a region that is not an IOMMU region.
+    #[error("region {region} is not an IOMMU region")]
+    NotAnIommu {
+        /// The region.
+        region: RegionId,
+    },
     /// The region cannot be destroyed while something refers to it.
     #[error("region {region} is still in use: {reason}")]
     RegionInUse {
@@ -168,6 +202,9 @@ pub enum Error {
     /// A handle to a listener that was unregistered.
     #[error("listener {0} is not registered")]
     StaleListener(ListenerId),
+    /// A handle to a notifier that was unregistered.
+    #[error("IOMMU notifier {0} is not registered")]
+    StaleNotifier(NotifierId),
     /// A handle to a region that was destroyed.
     #[error("region {0} does not exist (destroyed?)")]
     StaleRegion(RegionId),

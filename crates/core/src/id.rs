@@ -63,6 +63,11 @@ handle_type!(
     ListenerId,
     "listener"
 );
+handle_type!(
+    /// Names a registered IOMMU notifier.
+    NotifierId,
+    "notifier"
+);
 
 /// Why a handle did not resolve.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -45,7 +45,7 @@ mod error;
 mod flatview;
 mod id;
 mod ioevent;
-mod iommu;
+pub mod iommu;
 pub mod listener;
 mod memory;
 mod ops;
@@ -61,9 +61,12 @@ pub use backing::HostMemory;
 pub use engine::Engine;
 pub use error::{Error, ListenerFailure};
 pub use flatview::{FlatRange, FlatView};
-pub use id::{AddressSpaceId, ListenerId, RegionId};
+pub use id::{AddressSpaceId, ListenerId, NotifierId, RegionId};
 pub use ioevent::{EventNotifier, FlatCoalesced, FlatIoeventfd, Ioeventfd};
-pub use iommu::{IommuOps, IommuPerm, IommuTlbEntry, UnmappedIommu};
+pub use iommu::{
+    HookError, IommuEvent, IommuEventKind, IommuNotify, IommuOps, IommuPerm, IommuTlbEntry,
+    NotifierFlags, UnmappedIommu,
+};
 pub use listener::{
     Listener, ListenerConfig, ListenerCx, ListenerError, ListenerResult, Section, Unregister,
 };

@@ -59,9 +59,11 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::backing::HostMemory;
+use crate::error::Error;
 use crate::flatview::FlatRange;
-use crate::id::{AddressSpaceId, Arena, ListenerId, RegionId};
+use crate::id::{AddressSpaceId, Arena, ListenerId, NotifierId, RegionId};
 use crate::ioevent::{FlatCoalesced, FlatIoeventfd};
+use crate::iommu::{IommuNotify, IommuState, NotifierFlags};
 use crate::region::{DirtyLogMask, KindTag, Region};
 
 /// What a listener returns when it refuses a callback.
@@ -144,6 +146,7 @@ impl Section {
 /// they read regions through this context.
 pub struct ListenerCx<'a> {
     pub(crate) regions: &'a Arena<Region>,
+    pub(crate) iommu: &'a mut IommuState,
     pub(crate) address_space: AddressSpaceId,
     pub(crate) listener: ListenerId,
 }
@@ -160,6 +163,39 @@ impl ListenerCx<'_> {
     /// A region, if it exists.
     pub fn region(&self, id: RegionId) -> Option<&Region> {
         self.regions.get(id.0)
+    }
+
+    /// Registers an IOMMU notifier on `region` for `flags` over the
+    /// region-relative range `[start, last]`; see
+    /// [`Memory::register_iommu_notifier`](crate::Memory::register_iommu_notifier).
+    pub fn register_iommu_notifier(
+        &mut self,
+        region: RegionId,
+        flags: NotifierFlags,
+        start: u64,
+        last: u64,
+        notify: Arc<dyn IommuNotify>,
+    ) -> Result<NotifierId, Error> {
+        crate::iommu::register_notifier(
+            self.regions,
+            self.iommu,
+            region,
+            flags,
+            start,
+            last,
+            notify,
+        )
+    }
+
+    /// Unregisters an IOMMU notifier.
+    pub fn unregister_iommu_notifier(&mut self, id: NotifierId) -> Result<(), Error> {
+        crate::iommu::unregister_notifier(self.regions, self.iommu, id)
+    }
+
+    /// Sends a notifier the current mappings in its range; returns how
+    /// many MAP events were sent.
+    pub fn replay_iommu_notifier(&self, id: NotifierId) -> Result<usize, Error> {
+        crate::iommu::replay_notifier(self.regions, self.iommu, id)
     }
 }
 

@@ -12,6 +12,7 @@ use crate::engine::Engine;
 use crate::error::{Error, ListenerFailure};
 use crate::flatview::FlatView;
 use crate::id::{next_space, AddressSpaceId, Arena, IdMap, IdSet, ListenerId, Miss, RegionId};
+use crate::iommu::IommuState;
 use crate::listener::{Listener, ListenerConfig, Unregister};
 use crate::region::Region;
 
@@ -53,6 +54,8 @@ pub struct Memory {
     /// Address spaces with listeners, in creation order.
     pub(crate) listened: Vec<AddressSpaceId>,
     link_clock: u64,
+    /// IOMMU notifiers and usage counters.
+    pub(crate) iommu: IommuState,
 }
 
 impl Default for Memory {
@@ -96,6 +99,7 @@ impl Memory {
             skip_count: IdMap::default(),
             listened: Vec::new(),
             link_clock: 0,
+            iommu: IommuState::new(space),
         }
     }
 
@@ -395,24 +399,36 @@ impl Memory {
         let mut d = Dispatcher {
             regions: &self.regions,
             listeners: &mut self.listeners,
+            iommu: &mut self.iommu,
             failures: &mut failures,
         };
         d.bracket(&[id], false);
         d.view_change(as_id, &[id], &Delta::whole(&empty, &view));
         d.bracket(&[id], true);
-        if failures.is_empty() {
+        let hooks = crate::iommu::judge(&self.regions, &mut self.iommu);
+        if failures.is_empty() && hooks.is_empty() {
             return Ok(id);
         }
         let mut undo = Vec::new();
         let mut d = Dispatcher {
             regions: &self.regions,
             listeners: &mut self.listeners,
+            iommu: &mut self.iommu,
             failures: &mut undo,
         };
         d.bracket(&[id], false);
         d.view_change(as_id, &[id], &Delta::whole(&view, &empty));
         d.bracket(&[id], true);
         self.forget_listener(id);
+        // Undoing the replay brought the counts back: nothing to start.
+        let _ = crate::iommu::judge(&self.regions, &mut self.iommu);
+        if let Some((region, hook, message)) = hooks.into_iter().next() {
+            return Err(Error::IommuHook {
+                region,
+                hook,
+                message,
+            });
+        }
         refused(failures).map(|()| id)
     }
 
@@ -430,13 +446,54 @@ impl Memory {
             let mut d = Dispatcher {
                 regions: &self.regions,
                 listeners: &mut self.listeners,
+                iommu: &mut self.iommu,
                 failures: &mut failures,
             };
             d.bracket(&[id], false);
             d.view_change(as_id, &[id], &Delta::whole(&view, &empty));
             d.bracket(&[id], true);
+        } else if self.check_listener(id)?.config.iommu_user {
+            self.release_iommu_holdings(id, as_id)?;
         }
-        Ok(self.forget_listener(id))
+        let listener = self.forget_listener(id);
+        self.judge_iommu()?;
+        Ok(listener)
+    }
+
+    /// Detach mode: the listener dropped what it held without being told;
+    /// the framework still counts its IOMMU sections down.
+    fn release_iommu_holdings(
+        &mut self,
+        id: ListenerId,
+        as_id: AddressSpaceId,
+    ) -> Result<(), Error> {
+        let view = self.committed(as_id)?;
+        let entry = self.listeners.get(id.0).expect("checked");
+        for fr in view.ranges.iter() {
+            let is_iommu = self
+                .regions
+                .get(fr.region.0)
+                .is_some_and(|r| matches!(r.kind, crate::RegionKind::Iommu { .. }));
+            if is_iommu && !entry.refused_ranges.iter().any(|r| r.same_mapping(fr)) {
+                self.iommu.count(fr.region, false);
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `vfio_start` / `vfio_stop` where usage crossed zero.
+    pub(crate) fn judge_iommu(&mut self) -> Result<(), Error> {
+        match crate::iommu::judge(&self.regions, &mut self.iommu)
+            .into_iter()
+            .next()
+        {
+            None => Ok(()),
+            Some((region, hook, message)) => Err(Error::IommuHook {
+                region,
+                hook,
+                message,
+            }),
+        }
     }
 
     fn forget_listener(&mut self, id: ListenerId) -> Box<dyn Listener> {
@@ -454,6 +511,74 @@ impl Memory {
     /// The configuration a listener was registered with.
     pub fn listener_config(&self, id: ListenerId) -> Result<&ListenerConfig, Error> {
         Ok(&self.check_listener(id)?.config)
+    }
+
+    // ----- IOMMU -----
+
+    /// Registers `notify` for `flags` events of the IOMMU region `region`
+    /// over its region-relative range `[start, last]`. If the union of the
+    /// region's notifier flags changes, its `notify_flags_changed` hook runs
+    /// and may refuse, in which case nothing is registered.
+    pub fn register_iommu_notifier(
+        &mut self,
+        region: RegionId,
+        flags: crate::iommu::NotifierFlags,
+        start: u64,
+        last: u64,
+        notify: Arc<dyn crate::iommu::IommuNotify>,
+    ) -> Result<crate::NotifierId, Error> {
+        self.region(region)?;
+        crate::iommu::register_notifier(
+            &self.regions,
+            &mut self.iommu,
+            region,
+            flags,
+            start,
+            last,
+            notify,
+        )
+    }
+
+    /// Unregisters an IOMMU notifier.
+    pub fn unregister_iommu_notifier(&mut self, id: crate::NotifierId) -> Result<(), Error> {
+        crate::iommu::unregister_notifier(&self.regions, &mut self.iommu, id)
+    }
+
+    /// Sends a notifier the current mappings in its range as MAP events;
+    /// returns how many.
+    pub fn replay_iommu_notifier(&self, id: crate::NotifierId) -> Result<usize, Error> {
+        crate::iommu::replay_notifier(&self.regions, &self.iommu, id)
+    }
+
+    /// Tells the notifiers of `region` about `event` (what an IOMMU model
+    /// calls when the guest changes a mapping); returns how many heard it.
+    pub fn iommu_notify(
+        &self,
+        region: RegionId,
+        event: &crate::iommu::IommuEvent,
+    ) -> Result<usize, Error> {
+        self.region(region)?;
+        crate::iommu::notify(&self.regions, &self.iommu, region, event)
+    }
+
+    /// The union of the flags of the notifiers on `region`.
+    pub fn iommu_notifier_flags(
+        &self,
+        region: RegionId,
+    ) -> Result<crate::iommu::NotifierFlags, Error> {
+        self.region(region)?;
+        Ok(self.iommu.flags_of(region))
+    }
+
+    /// The usage of an IOMMU region: how many (listener, section) pairs
+    /// IOMMU-user listeners hold, and whether `vfio_start` is in force.
+    pub fn iommu_usage(&self, region: RegionId) -> Result<(u32, bool), Error> {
+        let r = self.region(region)?;
+        if !matches!(r.kind, crate::RegionKind::Iommu { .. }) {
+            return Err(Error::NotAnIommu { region });
+        }
+        let u = self.iommu.usage.get(&region).copied().unwrap_or_default();
+        Ok((u.count, u.started))
     }
 
     // ----- dirty logging -----
@@ -476,6 +601,7 @@ impl Memory {
         let mut d = Dispatcher {
             regions: &self.regions,
             listeners: &mut self.listeners,
+            iommu: &mut self.iommu,
             failures: &mut failures,
         };
         if on {
@@ -501,6 +627,7 @@ impl Memory {
         Dispatcher {
             regions: &self.regions,
             listeners: &mut self.listeners,
+            iommu: &mut self.iommu,
             failures: &mut failures,
         }
         .log_sync(as_id, &order, &view);

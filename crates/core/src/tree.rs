@@ -221,6 +221,8 @@ impl Memory {
             Some("an alias shows it")
         } else if r.as_refs > 0 {
             Some("it is the root of an address space")
+        } else if self.iommu.by_region.contains_key(&id) {
+            Some("IOMMU notifiers are registered on it")
         } else {
             None
         };
