@@ -7,8 +7,8 @@ use crate::error::ListenerFailure;
 use crate::flatview::{FlatRange, FlatView};
 use crate::id::{AddressSpaceId, Arena, ListenerId};
 use crate::ioevent::{FlatCoalesced, FlatIoeventfd};
-use crate::iommu::IommuState;
 use crate::listener::{Listener, ListenerConfig, ListenerCx, Section};
+use crate::notifier::IommuState;
 use crate::region::{DirtyLogMask, KindTag, Region};
 
 type FdKey = (u64, u64, Option<u64>, usize, crate::RegionId);

@@ -371,7 +371,7 @@ impl Memory {
         // Usage is judged once all sections moved, before listeners close
         // the commit: a window removed and re-created in one transaction
         // never reaches zero here.
-        let hooks = crate::iommu::judge(&self.regions, &mut self.iommu);
+        let hooks = crate::notifier::judge(&self.regions, &mut self.iommu);
         for (region, hook, _) in &hooks {
             if *hook == "vfio_start" {
                 self.withdraw_iommu(*region);
@@ -379,7 +379,7 @@ impl Memory {
         }
         if !hooks.is_empty() {
             // The withdrawn sections brought failed regions back to zero.
-            let _ = crate::iommu::judge(&self.regions, &mut self.iommu);
+            let _ = crate::notifier::judge(&self.regions, &mut self.iommu);
         }
         let mut d = Dispatcher {
             regions: &self.regions,

@@ -48,6 +48,7 @@ mod ioevent;
 pub mod iommu;
 pub mod listener;
 mod memory;
+mod notifier;
 mod ops;
 mod range;
 mod ranges;

@@ -63,7 +63,8 @@ use crate::error::Error;
 use crate::flatview::FlatRange;
 use crate::id::{AddressSpaceId, Arena, ListenerId, NotifierId, RegionId};
 use crate::ioevent::{FlatCoalesced, FlatIoeventfd};
-use crate::iommu::{IommuNotify, IommuState, NotifierFlags};
+use crate::iommu::{IommuNotify, NotifierFlags};
+use crate::notifier::IommuState;
 use crate::region::{DirtyLogMask, KindTag, Region};
 
 /// What a listener returns when it refuses a callback.
@@ -176,7 +177,7 @@ impl ListenerCx<'_> {
         last: u64,
         notify: Arc<dyn IommuNotify>,
     ) -> Result<NotifierId, Error> {
-        crate::iommu::register_notifier(
+        crate::notifier::register_notifier(
             self.regions,
             self.iommu,
             region,
@@ -189,13 +190,13 @@ impl ListenerCx<'_> {
 
     /// Unregisters an IOMMU notifier.
     pub fn unregister_iommu_notifier(&mut self, id: NotifierId) -> Result<(), Error> {
-        crate::iommu::unregister_notifier(self.regions, self.iommu, id)
+        crate::notifier::unregister_notifier(self.regions, self.iommu, id)
     }
 
     /// Sends a notifier the current mappings in its range; returns how
     /// many MAP events were sent.
     pub fn replay_iommu_notifier(&self, id: NotifierId) -> Result<usize, Error> {
-        crate::iommu::replay_notifier(self.regions, self.iommu, id)
+        crate::notifier::replay_notifier(self.regions, self.iommu, id)
     }
 }
 

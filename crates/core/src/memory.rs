@@ -12,8 +12,8 @@ use crate::engine::Engine;
 use crate::error::{Error, ListenerFailure};
 use crate::flatview::FlatView;
 use crate::id::{next_space, AddressSpaceId, Arena, IdMap, IdSet, ListenerId, Miss, RegionId};
-use crate::iommu::IommuState;
 use crate::listener::{Listener, ListenerConfig, Unregister};
+use crate::notifier::IommuState;
 use crate::region::Region;
 
 /// The whole memory map of a machine: regions, address spaces, listeners.
@@ -405,7 +405,7 @@ impl Memory {
         d.bracket(&[id], false);
         d.view_change(as_id, &[id], &Delta::whole(&empty, &view));
         d.bracket(&[id], true);
-        let hooks = crate::iommu::judge(&self.regions, &mut self.iommu);
+        let hooks = crate::notifier::judge(&self.regions, &mut self.iommu);
         if failures.is_empty() && hooks.is_empty() {
             return Ok(id);
         }
@@ -421,7 +421,7 @@ impl Memory {
         d.bracket(&[id], true);
         self.forget_listener(id);
         // Undoing the replay brought the counts back: nothing to start.
-        let _ = crate::iommu::judge(&self.regions, &mut self.iommu);
+        let _ = crate::notifier::judge(&self.regions, &mut self.iommu);
         if let Some((region, hook, message)) = hooks.into_iter().next() {
             return Err(Error::IommuHook {
                 region,
@@ -483,7 +483,7 @@ impl Memory {
 
     /// Runs `vfio_start` / `vfio_stop` where usage crossed zero.
     pub(crate) fn judge_iommu(&mut self) -> Result<(), Error> {
-        match crate::iommu::judge(&self.regions, &mut self.iommu)
+        match crate::notifier::judge(&self.regions, &mut self.iommu)
             .into_iter()
             .next()
         {
@@ -528,7 +528,7 @@ impl Memory {
         notify: Arc<dyn crate::iommu::IommuNotify>,
     ) -> Result<crate::NotifierId, Error> {
         self.region(region)?;
-        crate::iommu::register_notifier(
+        crate::notifier::register_notifier(
             &self.regions,
             &mut self.iommu,
             region,
@@ -541,13 +541,13 @@ impl Memory {
 
     /// Unregisters an IOMMU notifier.
     pub fn unregister_iommu_notifier(&mut self, id: crate::NotifierId) -> Result<(), Error> {
-        crate::iommu::unregister_notifier(&self.regions, &mut self.iommu, id)
+        crate::notifier::unregister_notifier(&self.regions, &mut self.iommu, id)
     }
 
     /// Sends a notifier the current mappings in its range as MAP events;
     /// returns how many.
     pub fn replay_iommu_notifier(&self, id: crate::NotifierId) -> Result<usize, Error> {
-        crate::iommu::replay_notifier(&self.regions, &self.iommu, id)
+        crate::notifier::replay_notifier(&self.regions, &self.iommu, id)
     }
 
     /// Tells the notifiers of `region` about `event` (what an IOMMU model
@@ -558,7 +558,7 @@ impl Memory {
         event: &crate::iommu::IommuEvent,
     ) -> Result<usize, Error> {
         self.region(region)?;
-        crate::iommu::notify(&self.regions, &self.iommu, region, event)
+        crate::notifier::notify(&self.regions, &self.iommu, region, event)
     }
 
     /// The union of the flags of the notifiers on `region`.
