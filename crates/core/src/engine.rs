@@ -271,7 +271,12 @@ impl Memory {
             };
             let rv = self.roots.entry(root).or_insert_with(|| {
                 fresh_roots.insert(root);
-                RootView::new(regions_render(&self.regions, self.global_dirty_log, root))
+                RootView::new(regions_render(
+                    &self.regions,
+                    self.global_dirty_log,
+                    root,
+                    &self.space_table,
+                ))
             });
             rv.users.push(as_id);
             let cell = Arc::clone(&rv.cell);
@@ -294,7 +299,7 @@ impl Memory {
                 if fresh_roots.contains(root) {
                     continue;
                 }
-                let new = regions.render_view(*root);
+                let new = regions.render_view(*root, &self.space_table);
                 if new != *rv.view {
                     let old = Arc::clone(&rv.view);
                     let delta = Delta::whole(&old, &new);
@@ -440,12 +445,13 @@ fn regions_render(
     arena: &crate::id::Arena<crate::region::Region>,
     global_dirty_log: bool,
     root: Option<RegionId>,
+    spaces: &crate::flatview::SpaceTable,
 ) -> FlatView {
     Regions {
         arena,
         global_dirty_log,
     }
-    .render_view(root)
+    .render_view(root, spaces)
 }
 
 /// Re-renders `windows` of `root` into a copy of `old`. Returns the new view
@@ -615,6 +621,7 @@ fn patch(
         ranges: list.unwrap_or_else(|| ranges.clone()),
         ioeventfds: fds,
         coalesced: cos,
+        targets: regions.extend_targets(&old.targets, &delta.new),
     };
     Some((view, delta))
 }

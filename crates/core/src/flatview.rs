@@ -1,10 +1,16 @@
 //! Flat views: the disjoint, sorted ranges an address space resolves to.
 
-use crate::id::RegionId;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::address_space::ViewHandle;
+use crate::id::{AddressSpaceId, IdMap, RegionId};
 use crate::ioevent::{FlatCoalesced, FlatIoeventfd};
 use crate::range::AddrRange;
 use crate::ranges::RangeList;
 use crate::region::DirtyLogMask;
+use crate::region::RegionKind;
 
 /// One range of a flat view (QEMU's `FlatRange`): addresses
 /// `start..=last` of the address space map to `region` starting at
@@ -84,7 +90,12 @@ impl FlatRange {
 
 /// The flattened form of one root region: what every address space whose
 /// root resolves to that region sees.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// A view is immutable: readers hold it as an `Arc` and can read and write
+/// guest memory through it ([`read`](Self::read), [`write`](Self::write))
+/// while the writer builds the next one. Equality compares the mapping
+/// (root, ranges, ioeventfds, coalesced ranges).
+#[derive(Clone, Default)]
 pub struct FlatView {
     /// The region rendered (QEMU's "Root memory region"); `None` when the
     /// address space's root resolves to nothing (disabled).
@@ -95,7 +106,44 @@ pub struct FlatView {
     pub ioeventfds: Vec<FlatIoeventfd>,
     /// Coalesced-MMIO ranges placed in the view, sorted.
     pub coalesced: Vec<FlatCoalesced>,
+    /// What accesses reach: the regions of `ranges`, and the address
+    /// spaces IOMMU translations lead into.
+    pub(crate) targets: Targets,
 }
+
+impl PartialEq for FlatView {
+    fn eq(&self, other: &Self) -> bool {
+        self.root == other.root
+            && self.ranges == other.ranges
+            && self.ioeventfds == other.ioeventfds
+            && self.coalesced == other.coalesced
+    }
+}
+impl Eq for FlatView {}
+
+impl std::fmt::Debug for FlatView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FlatView")
+            .field("root", &self.root)
+            .field("ranges", &self.ranges)
+            .field("ioeventfds", &self.ioeventfds)
+            .field("coalesced", &self.coalesced)
+            .finish()
+    }
+}
+
+/// The access targets a view needs, shared between its versions.
+#[derive(Clone, Default)]
+pub(crate) struct Targets {
+    /// The kind (with its backing or ops) of every region in the view;
+    /// may hold a few regions no longer in it.
+    pub(crate) regions: Arc<IdMap<RegionId, RegionKind>>,
+    /// Every address space's reader handle, kept current by the writer.
+    pub(crate) spaces: SpaceTable,
+}
+
+/// The address spaces readers can reach through IOMMU translations.
+pub(crate) type SpaceTable = Arc<ArcSwap<IdMap<AddressSpaceId, ViewHandle>>>;
 
 impl FlatView {
     /// The range containing `addr`, if any.

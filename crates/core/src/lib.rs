@@ -36,6 +36,7 @@
 
 #![warn(missing_docs, missing_debug_implementations)]
 
+mod access;
 mod address_space;
 mod backing;
 mod child_index;
@@ -57,6 +58,7 @@ mod region;
 mod render;
 mod tree;
 
+pub use access::{AccessError, MAX_TRANSLATION_DEPTH};
 pub use address_space::{ViewHandle, ViewReader};
 pub use backing::HostMemory;
 pub use engine::Engine;

@@ -56,6 +56,8 @@ pub struct Memory {
     link_clock: u64,
     /// IOMMU notifiers and usage counters.
     pub(crate) iommu: IommuState,
+    /// Reader handles of every address space, for IOMMU translations.
+    pub(crate) space_table: crate::flatview::SpaceTable,
 }
 
 impl Default for Memory {
@@ -100,6 +102,7 @@ impl Memory {
             listened: Vec::new(),
             link_clock: 0,
             iommu: IommuState::new(space),
+            space_table: Arc::default(),
         }
     }
 
@@ -237,7 +240,26 @@ impl Memory {
         } else {
             Ok(())
         };
-        for id in std::mem::take(&mut self.doomed) {
+        let doomed = std::mem::take(&mut self.doomed);
+        if !doomed.is_empty() {
+            // Current views stop referring to destroyed regions, so their
+            // host memory is freed once older snapshots are dropped.
+            for rv in self.roots.values_mut() {
+                if doomed
+                    .iter()
+                    .any(|d| rv.view.targets.regions.contains_key(d))
+                {
+                    let mut view = (*rv.view).clone();
+                    let mut regions = (*view.targets.regions).clone();
+                    for d in &doomed {
+                        regions.remove(d);
+                    }
+                    view.targets.regions = Arc::new(regions);
+                    rv.publish(Arc::new(view));
+                }
+            }
+        }
+        for id in doomed {
             self.regions.remove(id.0);
         }
         result
@@ -267,6 +289,7 @@ impl Memory {
                 skipping: Vec::new(),
             }));
             m.space_order.push(id);
+            m.publish_space(id, true);
             m.mark_pending();
             Ok(id)
         })
@@ -283,6 +306,7 @@ impl Memory {
         for l in listeners.into_iter().rev() {
             out.push(self.unregister_listener(l, Unregister::Replay)?);
         }
+        self.publish_space(id, false);
         let space = self.spaces.remove(id.0).expect("checked");
         self.space_order.retain(|s| *s != id);
         if let Some(root) = self.regions.get_mut(space.root.0) {
@@ -330,6 +354,19 @@ impl Memory {
         Ok(ViewHandle {
             cell: Arc::clone(&self.space(id)?.cell),
         })
+    }
+
+    /// Adds (or removes) an address space's handle in the table readers
+    /// follow IOMMU translations through.
+    fn publish_space(&mut self, id: AddressSpaceId, present: bool) {
+        let mut table = (**self.space_table.load()).clone();
+        if present {
+            let cell = Arc::clone(&self.spaces.get(id.0).expect("live space").cell);
+            table.insert(id, ViewHandle { cell });
+        } else {
+            table.remove(&id);
+        }
+        self.space_table.store(Arc::new(table));
     }
 
     /// The rendering engine in use.

@@ -25,8 +25,10 @@
 
 use std::collections::BTreeMap;
 
-use crate::flatview::{FlatRange, FlatView};
-use crate::id::{Arena, RegionId};
+use std::sync::Arc;
+
+use crate::flatview::{FlatRange, FlatView, SpaceTable, Targets};
+use crate::id::{Arena, IdMap, RegionId};
 use crate::ioevent::{FlatCoalesced, FlatIoeventfd};
 use crate::ranges::RangeList;
 use crate::region::{DirtyClient, DirtyLogMask, Region, RegionKind, SIZE_2_64};
@@ -113,17 +115,48 @@ impl Regions<'_> {
     }
 
     /// Renders `root` into a complete flat view.
-    pub(crate) fn render_view(&self, root: Option<RegionId>) -> FlatView {
+    pub(crate) fn render_view(&self, root: Option<RegionId>, spaces: &SpaceTable) -> FlatView {
         let ranges = match root {
             Some(root) => self.render_window(root, 0, SIZE_2_64 as i128),
             None => Vec::new(),
         };
         let (ioeventfds, coalesced) = self.placements(&ranges);
+        let mut regions = IdMap::default();
+        for r in &ranges {
+            regions
+                .entry(r.region)
+                .or_insert_with(|| self.get(r.region).kind.clone());
+        }
         FlatView {
             root,
             ranges: RangeList::from_vec(ranges),
             ioeventfds,
             coalesced,
+            targets: Targets {
+                regions: Arc::new(regions),
+                spaces: Arc::clone(spaces),
+            },
+        }
+    }
+
+    /// `targets` extended with the regions of `ranges` it lacks (shared
+    /// as is when it lacks none).
+    pub(crate) fn extend_targets(&self, targets: &Targets, ranges: &[FlatRange]) -> Targets {
+        if ranges
+            .iter()
+            .all(|r| targets.regions.contains_key(&r.region))
+        {
+            return targets.clone();
+        }
+        let mut regions = (*targets.regions).clone();
+        for r in ranges {
+            regions
+                .entry(r.region)
+                .or_insert_with(|| self.get(r.region).kind.clone());
+        }
+        Targets {
+            regions: Arc::new(regions),
+            spaces: Arc::clone(&targets.spaces),
         }
     }
 
