@@ -33,9 +33,7 @@ mod vmm {
     use std::process::ExitCode;
     use std::sync::Arc;
 
-    use addrspace_core::{
-        AddressSpaceId, DirtyClient, FlatView, Ioeventfd, Memory, MmioOps, RegionKind,
-    };
+    use addrspace_core::{AddressSpaceId, DirtyClient, FlatView, Ioeventfd, Memory, MmioOps};
     use addrspace_kvm::kvm_ioctls::{VcpuExit, VcpuFd};
     use addrspace_kvm::{EventFdNotifier, KvmVm, MemSlots};
     use parking_lot::Mutex;
@@ -171,7 +169,7 @@ mod vmm {
                         reports.push(u32::from_le_bytes(v));
                     }
                     VcpuExit::MmioRead(addr, data) => {
-                        let value = mmio(&self.mem, &handle.load(), addr, data.len(), None);
+                        let value = mmio(&handle.load(), addr, data.len(), None);
                         data.copy_from_slice(&value.to_le_bytes()[..data.len()]);
                         println!("    mmio read  {addr:#x} -> {value:#x}");
                     }
@@ -179,7 +177,7 @@ mod vmm {
                         let mut v = [0u8; 8];
                         v[..data.len()].copy_from_slice(data);
                         let value = u64::from_le_bytes(v);
-                        mmio(&self.mem, &handle.load(), addr, data.len(), Some(value));
+                        mmio(&handle.load(), addr, data.len(), Some(value));
                         println!("    mmio write {addr:#x} <- {value:#x}");
                     }
                     other => return Err(format!("unexpected vCPU exit {other:?}")),
@@ -188,24 +186,23 @@ mod vmm {
         }
     }
 
-    /// Dispatches an MMIO access through a snapshot of the view: find the
-    /// flat range, then the region's ops. Accesses to anything else read
-    /// as all-ones and are dropped.
-    fn mmio(mem: &Memory, view: &FlatView, addr: u64, size: usize, write: Option<u64>) -> u64 {
-        let Some(fr) = view.lookup(addr) else {
-            return u64::MAX;
-        };
-        let offset = fr.offset_in_region + (addr - fr.start);
-        let ops = match mem.region(fr.region).map(|r| r.kind()) {
-            Ok(RegionKind::Mmio { ops }) | Ok(RegionKind::RomDevice { ops, .. }) => ops,
-            _ => return u64::MAX,
-        };
+    /// Dispatches an MMIO exit through a snapshot of the view with core's
+    /// access dispatch (the path any vCPU thread uses, no lock shared with
+    /// the writer). Refused reads return all-ones and refused writes are
+    /// dropped, as on a PC bus.
+    fn mmio(view: &FlatView, addr: u64, size: usize, write: Option<u64>) -> u64 {
         match write {
             Some(value) => {
-                ops.write(offset, size as u8, value);
+                let _ = view.write(addr, &value.to_le_bytes()[..size]);
                 0
             }
-            None => ops.read(offset, size as u8),
+            None => {
+                let mut b = [0u8; 8];
+                match view.read(addr, &mut b[..size]) {
+                    Ok(()) => u64::from_le_bytes(b),
+                    Err(_) => u64::MAX,
+                }
+            }
         }
     }
 

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use addrspace_core::{AddressSpaceId, HostMemory, Memory, RegionId, RegionKind};
+use addrspace_core::{AddressSpaceId, HostMemory, Memory, RegionId};
 use addrspace_kvm::kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
 use addrspace_kvm::{DirtyPages, Error, KvmVm, MemSlots};
 use kvm_bindings::kvm_userspace_memory_region;
@@ -190,11 +190,11 @@ impl Machine {
                 VcpuExit::IoOut(port, data) => exits.port_writes.push((port, data[0])),
                 VcpuExit::MmioRead(addr, data) => {
                     exits.mmio_reads.push(addr);
-                    mmio_read(&self.mem, &view.load(), addr, data);
+                    mmio_read(&view.load(), addr, data);
                 }
                 VcpuExit::MmioWrite(addr, data) => {
                     exits.mmio_writes.push((addr, data.to_vec()));
-                    mmio_write(&self.mem, &view.load(), addr, data);
+                    mmio_write(&view.load(), addr, data);
                 }
                 other => panic!("unexpected exit {other:?}"),
             }
@@ -282,43 +282,19 @@ impl Machine {
     }
 }
 
-/// Serves an MMIO read exit from the view the vCPU saw: memory the slots
-/// leave out (partial pages) from its backing, MMIO from the region's ops,
-/// holes as all-ones.
-pub fn mmio_read(mem: &Memory, view: &addrspace_core::FlatView, addr: u64, data: &mut [u8]) {
-    data.fill(0xff);
-    let Some(fr) = view.lookup(addr) else {
-        return;
-    };
-    let offset = fr.offset_in_region + (addr - fr.start);
-    match mem.region(fr.region).unwrap().kind() {
-        RegionKind::Ram { backing, .. } => backing.read(offset, data).unwrap(),
-        RegionKind::RomDevice { backing, .. } if fr.romd_mode => {
-            backing.read(offset, data).unwrap()
-        }
-        RegionKind::Mmio { ops } | RegionKind::RomDevice { ops, .. } => {
-            let v = ops.read(offset, data.len() as u8);
-            data.copy_from_slice(&v.to_le_bytes()[..data.len()]);
-        }
-        _ => {}
+/// Serves an MMIO read exit through the view the vCPU saw (core's access
+/// dispatch): memory the slots leave out (partial pages) from its backing,
+/// devices through their ops, holes as all-ones.
+pub fn mmio_read(view: &addrspace_core::FlatView, addr: u64, data: &mut [u8]) {
+    if view.read(addr, data).is_err() {
+        data.fill(0xff);
     }
 }
 
-/// Serves an MMIO write exit: RAM takes it, ROM drops it, devices get it.
-pub fn mmio_write(mem: &Memory, view: &addrspace_core::FlatView, addr: u64, data: &[u8]) {
-    let Some(fr) = view.lookup(addr) else {
-        return;
-    };
-    let offset = fr.offset_in_region + (addr - fr.start);
-    match mem.region(fr.region).unwrap().kind() {
-        RegionKind::Ram { backing, .. } if !fr.readonly => backing.write(offset, data).unwrap(),
-        RegionKind::Mmio { ops } | RegionKind::RomDevice { ops, .. } => {
-            let mut v = [0u8; 8];
-            v[..data.len()].copy_from_slice(data);
-            ops.write(offset, data.len() as u8, u64::from_le_bytes(v));
-        }
-        _ => {}
-    }
+/// Serves an MMIO write exit: RAM takes it, devices get it; writes to ROM
+/// or holes are dropped (the access is refused and changes nothing).
+pub fn mmio_write(view: &addrspace_core::FlatView, addr: u64, data: &[u8]) {
+    let _ = view.write(addr, data);
 }
 
 /// A small deterministic generator for seeded random walks (splitmix64).
