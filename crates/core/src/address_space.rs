@@ -128,16 +128,11 @@ impl ViewReader {
 
     /// The range containing `addr` in the view being read.
     #[inline]
-    pub fn lookup(&mut self, addr: u64) -> Option<crate::flatview::FlatRange> {
-        if let Some(hit) = self.hit {
-            if hit.start <= addr && addr <= hit.last {
-                return Some(hit);
-            }
+    pub fn lookup(&mut self, addr: u64) -> Option<&crate::flatview::FlatRange> {
+        let cached = matches!(&self.hit, Some(h) if h.start <= addr && addr <= h.last);
+        if !cached {
+            self.hit = Some(*self.view.lookup(addr)?);
         }
-        let found = self.view.lookup(addr).copied();
-        if found.is_some() {
-            self.hit = found;
-        }
-        found
+        self.hit.as_ref()
     }
 }

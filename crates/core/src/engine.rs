@@ -61,7 +61,7 @@ impl std::str::FromStr for Engine {
 impl Memory {
     /// Marks `id` changed, for flat-root resolution.
     pub(crate) fn touch(&mut self, id: RegionId) {
-        self.touched.insert(id);
+        self.touched.push(id);
     }
 
     /// Records the windows of flat-view roots where `id` (whatever its own
@@ -70,10 +70,10 @@ impl Memory {
         let Some(r) = self.regions.get(id.0) else {
             return;
         };
-        self.touched.insert(id);
+        self.touched.push(id);
         if let Some(p) = r.parent {
             // A parent's single-child shortcut depends on its children.
-            self.touched.insert(p);
+            self.touched.push(p);
         }
         if self.engine == Engine::Reference || self.full_render {
             return;
@@ -210,7 +210,11 @@ impl Memory {
         let _span = tracing::debug_span!("commit", engine = self.engine.name()).entered();
         // Drained rather than taken: the sets keep their capacity, so a
         // steady stream of small commits allocates little.
-        let touched: smallvec::SmallVec<[RegionId; 8]> = self.touched.drain().collect();
+        // Vectors drained, not sets: draining a set costs its capacity,
+        // which a large build leaves behind.
+        let mut touched: smallvec::SmallVec<[RegionId; 8]> = self.touched.drain(..).collect();
+        touched.sort_unstable();
+        touched.dedup();
         let damage: smallvec::SmallVec<[(RegionId, i128, i128); 8]> =
             self.damage.drain(..).collect();
         let full = std::mem::take(&mut self.full_render) || self.engine == Engine::Reference;

@@ -11,7 +11,7 @@ use crate::dispatch::{Delta, Dispatcher, ListenerEntry};
 use crate::engine::Engine;
 use crate::error::{Error, ListenerFailure};
 use crate::flatview::FlatView;
-use crate::id::{next_space, AddressSpaceId, Arena, IdMap, IdSet, ListenerId, Miss, RegionId};
+use crate::id::{next_space, AddressSpaceId, Arena, IdMap, ListenerId, Miss, RegionId};
 use crate::listener::{Listener, ListenerConfig, Unregister};
 use crate::notifier::IommuState;
 use crate::region::Region;
@@ -44,7 +44,7 @@ pub struct Memory {
     pub(crate) chain_index: IdMap<RegionId, SmallVec<[AddressSpaceId; 2]>>,
     /// Changed in this transaction: address spaces whose chain holds one of
     /// these resolve their flat root again.
-    pub(crate) touched: IdSet<RegionId>,
+    pub(crate) touched: Vec<RegionId>,
     /// Windows `[lo, hi)` of flat-view roots that may have changed.
     pub(crate) damage: Vec<(RegionId, i128, i128)>,
     /// Every view must be rendered again (global dirty logging changed).
@@ -95,7 +95,7 @@ impl Memory {
             engine: Engine::default(),
             roots: IdMap::default(),
             chain_index: IdMap::default(),
-            touched: IdSet::default(),
+            touched: Vec::new(),
             damage: Vec::new(),
             full_render: false,
             skip_count: IdMap::default(),

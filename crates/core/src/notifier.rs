@@ -251,7 +251,11 @@ pub(crate) fn judge(
     state: &mut IommuState,
 ) -> Vec<(RegionId, &'static str, String)> {
     let mut failures = Vec::new();
-    let mut changed: Vec<RegionId> = state.changed.drain().collect();
+    let mut changed: Vec<RegionId> = if state.changed.is_empty() {
+        Vec::new()
+    } else {
+        std::mem::take(&mut state.changed).into_iter().collect()
+    };
     changed.sort();
     for region in changed {
         let u = state.usage.get(&region).copied().unwrap_or_default();
