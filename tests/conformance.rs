@@ -207,7 +207,7 @@ fn every_case_survives_regions_taken_out_and_put_back_with_both_engines() {
             let stride = if engine == addrspace::Engine::Reference {
                 23
             } else {
-                3
+                1
             };
             match churn_case(tree, flat, engine, stride) {
                 Ok(n) => writeln!(
