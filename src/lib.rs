@@ -23,3 +23,8 @@ pub mod vm_memory;
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
+
+/// The book's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[path = "../book/doctests.rs"]
+mod book_doctests;

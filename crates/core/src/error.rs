@@ -20,8 +20,13 @@ pub struct ListenerFailure {
 /// Everything that can go wrong in the core. Sorted by name.
 ///
 /// Every operation that returns an error has changed nothing, except
-/// [`Error::ListenerRefused`], which reports callbacks refused while a
-/// change that was itself valid was being applied (see its docs).
+/// where a change that was itself valid was applied and something a
+/// listener or an IOMMU model does in response failed:
+/// [`Error::ListenerRefused`] (see its docs), [`Error::IommuHook`] from a
+/// commit (the change stands; after a failed `vfio_start` the region's
+/// sections were withdrawn from IOMMU users), and a refused
+/// `notify_flags_changed` when unregistering a notifier (the notifier is
+/// gone all the same).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
     /// The region is already a subregion of `parent`.

@@ -26,6 +26,12 @@
 //!       (ascending), in address order.
 //! 3. `commit` on every listener, ascending.
 //!
+//! The new views are published to readers ([`ViewHandle`](crate::ViewHandle))
+//! before step 1: a vCPU that exits on an address whose mapping is being
+//! changed resolves it in the new map, while listeners such as KVM are
+//! still catching up. IOMMU usage counters are judged between steps 2
+//! and 3 (see the `iommu` module).
+//!
 //! A range whose mapping changed in any attribute other than its dirty-log
 //! mask is a deletion plus an addition. Every addition is mirrored by
 //! exactly one deletion later, with the same section, so a listener's

@@ -20,6 +20,7 @@ struct Table {
     pages: Mutex<BTreeMap<u64, (u64, IommuPerm)>>,
     hooks: Mutex<Vec<String>>,
     fail_start: AtomicBool,
+    fail_stop: AtomicBool,
 }
 
 impl IommuOps for Table {
@@ -52,6 +53,9 @@ impl IommuOps for Table {
     }
     fn vfio_stop(&self) -> Result<(), HookError> {
         self.hooks.lock().push("stop".into());
+        if self.fail_stop.load(Ordering::Relaxed) {
+            return Err("table cannot move back".into());
+        }
         Ok(())
     }
     fn notify_flags_changed(
@@ -561,4 +565,34 @@ fn region_with_notifiers_cannot_be_destroyed() {
         m.mem.unregister_iommu_notifier(id),
         Err(Error::StaleNotifier(id))
     );
+}
+
+#[test]
+fn failed_stop_while_unregistering_still_hands_the_listener_back_stopped() {
+    let mut m = machine();
+    let id = user(&mut m, "vfio", &EventLog::new());
+    m.table.fail_stop.store(true, Ordering::Relaxed);
+    let listener = m.mem.unregister_listener(id, Unregister::Replay);
+    assert!(listener.is_ok());
+    assert_eq!(m.mem.iommu_usage(m.iommu).unwrap(), (0, false));
+    assert_eq!(m.table.hooks(), vec!["start", "stop"]);
+}
+
+#[test]
+fn failed_stop_in_a_commit_is_reported_and_the_region_counts_as_stopped() {
+    let mut m = machine();
+    user(&mut m, "vfio", &EventLog::new());
+    m.table.fail_stop.store(true, Ordering::Relaxed);
+    let err = m.mem.del_subregion(m.root, m.iommu).unwrap_err();
+    assert!(matches!(
+        err,
+        Error::IommuHook {
+            hook: "vfio_stop",
+            ..
+        }
+    ));
+    assert_eq!(m.mem.iommu_usage(m.iommu).unwrap(), (0, false));
+    m.table.fail_stop.store(false, Ordering::Relaxed);
+    m.mem.add_subregion(m.root, 0, m.iommu).unwrap();
+    assert_eq!(m.table.hooks(), vec!["start", "stop", "start"]);
 }

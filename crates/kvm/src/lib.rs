@@ -61,12 +61,13 @@
 //! toggle the flag on the live slot. So addresses lose their slot
 //! only for the span of two consecutive ioctls, and only when their
 //! mapping really changes. A vCPU touching them in that span gets an MMIO
-//! exit; the VMM serves it from the view it loads, which is still the old
-//! one (the core publishes an address space's new view only after its
-//! deletions and additions have been dispatched). Conversely, memory that
-//! disappears stays visible to the guest until the listener's `commit`,
-//! shortly after the new view is published. VMMs that cannot accept
-//! either pause their vCPUs around topology changes, as with QEMU.
+//! exit; the VMM serves it from the view it loads, which is already the
+//! new one (the core publishes a commit's views before it dispatches the
+//! changes to listeners), so the exit sees the memory where the new map
+//! puts it. Conversely, memory that disappears stays reachable through
+//! KVM until the listener's `commit` deletes the retired slot, shortly
+//! after the new view is published. VMMs that cannot accept either pause
+//! their vCPUs around topology changes, as with QEMU.
 //!
 //! # What this crate leaves out
 //!
