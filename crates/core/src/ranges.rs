@@ -2,9 +2,11 @@
 //!
 //! A commit that changes a few ranges of a large view must not copy the
 //! whole view to publish it (readers hold the old one). Ranges live in
-//! chunks of at most [`CHUNK`] behind `Arc`s; a splice copies only the
-//! chunks it touches and the small chunk index, and shares the rest with
-//! the previous version.
+//! chunks of at most [`CHUNK`] behind `Arc`s, grouped into nodes of at
+//! most 32 chunks whose index sits inline in one allocation. A splice
+//! copies one chunk's worth of ranges, rebuilds the nodes it touches and
+//! the short node list, and shares everything else with the previous
+//! version; a lookup is three binary searches over few cache lines.
 
 use std::sync::Arc;
 
@@ -13,25 +15,151 @@ use crate::flatview::FlatRange;
 /// Most ranges a chunk holds.
 pub const CHUNK: usize = 64;
 
+/// Most chunks a node holds.
+const FANOUT: usize = 32;
+
+/// Up to [`CHUNK`] ranges, and their last addresses as a compact key
+/// array: a binary search over 8-byte keys touches far fewer cache lines
+/// than one over whole ranges.
+#[derive(Clone)]
+struct Chunk {
+    lasts: Arc<[u64]>,
+    ranges: Arc<[FlatRange]>,
+}
+
+impl Chunk {
+    fn new(ranges: &[FlatRange]) -> Chunk {
+        Chunk {
+            lasts: ranges.iter().map(|r| r.last).collect(),
+            ranges: Arc::from(ranges),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.ranges.len()
+    }
+
+    /// Index of the first range whose last address is `>= addr`.
+    #[inline]
+    fn from(&self, addr: u64) -> usize {
+        self.lasts.partition_point(|&l| l < addr)
+    }
+}
+
 /// Splits `ranges` into chunks of at most [`CHUNK`] and appends them.
-fn push_rechunked(chunks: &mut Vec<Arc<[FlatRange]>>, ranges: &[FlatRange]) {
+fn push_rechunked(chunks: &mut Vec<Chunk>, ranges: &[FlatRange]) {
     if ranges.is_empty() {
         return;
     }
     let n = ranges.len().div_ceil(CHUNK);
     let per = ranges.len().div_ceil(n);
-    chunks.extend(ranges.chunks(per).map(Arc::from));
+    chunks.extend(ranges.chunks(per).map(Chunk::new));
 }
 
-/// Most chunks a node of the upper level holds.
-const FANOUT: usize = 32;
+/// Up to [`FANOUT`] chunks with their first addresses and range counts,
+/// all in one allocation.
+struct Node {
+    count: usize,
+    len: usize,
+    firsts: [u64; FANOUT],
+    before: [usize; FANOUT],
+    chunks: [Option<Chunk>; FANOUT],
+}
+
+impl Node {
+    /// A node of 1 to `FANOUT` non-empty chunks.
+    fn new(chunks: &[Chunk]) -> Node {
+        debug_assert!(!chunks.is_empty() && chunks.len() <= FANOUT);
+        let mut firsts = [0u64; FANOUT];
+        let mut before = [0usize; FANOUT];
+        let mut len = 0;
+        for (k, c) in chunks.iter().enumerate() {
+            firsts[k] = c.ranges[0].start;
+            before[k] = len;
+            len += c.len();
+        }
+        Node {
+            count: chunks.len(),
+            len,
+            firsts,
+            before,
+            chunks: std::array::from_fn(|k| chunks.get(k).cloned()),
+        }
+    }
+
+    fn chunk(&self, k: usize) -> &Chunk {
+        self.chunks[k]
+            .as_ref()
+            .expect("chunks below count are present")
+    }
+
+    fn chunk_list(&self) -> impl Iterator<Item = &Chunk> + '_ {
+        self.chunks[..self.count]
+            .iter()
+            .map(|c| c.as_ref().expect("present"))
+    }
+
+    fn iter(&self) -> impl DoubleEndedIterator<Item = &FlatRange> + '_ {
+        (0..self.count).flat_map(move |k| self.chunk(k).ranges.iter())
+    }
+
+    fn get(&self, i: usize) -> Option<&FlatRange> {
+        if i >= self.len {
+            return None;
+        }
+        let k = self.before[..self.count].partition_point(|&b| b <= i) - 1;
+        self.chunk(k).ranges.get(i - self.before[k])
+    }
+
+    #[inline]
+    fn lookup(&self, addr: u64) -> Option<&FlatRange> {
+        let k = self.firsts[..self.count].partition_point(|&f| f <= addr);
+        if k == 0 {
+            return None;
+        }
+        let chunk = self.chunk(k - 1);
+        chunk
+            .ranges
+            .get(chunk.from(addr))
+            .filter(|r| r.start <= addr)
+    }
+
+    fn index_from(&self, addr: u64) -> usize {
+        let k = self.firsts[..self.count]
+            .partition_point(|&f| f <= addr)
+            .saturating_sub(1);
+        self.before[k] + self.chunk(k).from(addr)
+    }
+
+    fn index_to(&self, end: u128) -> usize {
+        let k = self.firsts[..self.count]
+            .partition_point(|&f| (f as u128) < end)
+            .saturating_sub(1);
+        self.before[k]
+            + self
+                .chunk(k)
+                .ranges
+                .partition_point(|r| (r.start as u128) < end)
+    }
+
+    fn heap_bytes(&self) -> usize {
+        std::mem::size_of::<Node>()
+            + self
+                .chunk_list()
+                .map(|c| {
+                    c.len() * (std::mem::size_of::<FlatRange>() + 8)
+                        + 4 * std::mem::size_of::<usize>()
+                })
+                .sum::<usize>()
+    }
+}
 
 /// Sorted, disjoint flat ranges in shared chunks, two levels deep: a
 /// splice copies one chunk's worth of ranges and a few dozen handles, so
 /// publishing a changed view costs the same at 1,000 ranges as at 100,000.
 #[derive(Clone, Default)]
 pub struct RangeList {
-    nodes: Vec<Arc<Leaves>>,
+    nodes: Vec<Arc<Node>>,
     /// First address of each node.
     firsts: Vec<u64>,
     /// Number of ranges before each node.
@@ -42,22 +170,21 @@ pub struct RangeList {
 impl RangeList {
     /// Builds a list from sorted, disjoint ranges.
     pub fn from_vec(ranges: Vec<FlatRange>) -> RangeList {
+        let mut chunks = Vec::new();
+        push_rechunked(&mut chunks, &ranges);
         let mut list = RangeList::default();
-        list.push_leaves(Leaves::from_vec(ranges));
+        list.push_chunks(&chunks);
         list
     }
 
-    /// Appends the chunks of `leaves`, grouped into nodes.
-    fn push_leaves(&mut self, leaves: Leaves) {
-        for group in leaves.chunks.chunks(FANOUT) {
-            self.push_node(Arc::new(Leaves::from_chunks(group)));
+    /// Appends `chunks`, grouped into nodes.
+    fn push_chunks(&mut self, chunks: &[Chunk]) {
+        for group in chunks.chunks(FANOUT) {
+            self.push_node(Arc::new(Node::new(group)));
         }
     }
 
-    fn push_node(&mut self, node: Arc<Leaves>) {
-        if node.len == 0 {
-            return;
-        }
+    fn push_node(&mut self, node: Arc<Node>) {
         self.firsts.push(node.firsts[0]);
         self.before.push(self.len);
         self.len += node.len;
@@ -94,12 +221,12 @@ impl RangeList {
 
     /// The first range.
     pub fn first(&self) -> Option<&FlatRange> {
-        self.nodes.first().and_then(|n| n.first())
+        self.get(0)
     }
 
     /// The last range.
     pub fn last(&self) -> Option<&FlatRange> {
-        self.nodes.last().and_then(|n| n.last())
+        self.len.checked_sub(1).and_then(|i| self.get(i))
     }
 
     /// The range containing `addr`, if any.
@@ -153,27 +280,27 @@ impl RangeList {
         // Walk the chunks of the affected nodes once: those wholly before
         // `i` or wholly after `j` are shared, the rest are rebuilt from
         // their surviving ranges and `new`.
-        let mut chunks: Vec<Arc<[FlatRange]>> = Vec::with_capacity((nj - ni + 1) * FANOUT + 2);
+        let mut chunks: Vec<Chunk> = Vec::with_capacity((nj - ni + 1) * FANOUT + 2);
         let mut middle: Vec<FlatRange> = Vec::with_capacity(new.len() + 2 * CHUNK);
         let mut placed = false;
         let mut at = self.before[ni];
         for node in &self.nodes[ni..=nj] {
-            for c in &node.chunks {
+            for c in node.chunk_list() {
                 let (lo, hi) = (at, at + c.len());
                 at = hi;
                 if hi <= i || (lo >= j && placed) {
-                    chunks.push(Arc::clone(c));
+                    chunks.push(c.clone());
                     continue;
                 }
                 // This chunk holds a boundary: keep its ranges outside i..j.
                 let from = i.saturating_sub(lo).min(c.len());
                 let to = j.saturating_sub(lo).min(c.len());
-                middle.extend_from_slice(&c[..from]);
+                middle.extend_from_slice(&c.ranges[..from]);
                 if !placed && lo + from >= i {
                     middle.extend_from_slice(new);
                     placed = true;
                 }
-                middle.extend_from_slice(&c[to..]);
+                middle.extend_from_slice(&c.ranges[to..]);
                 if placed {
                     push_rechunked(&mut chunks, &middle);
                     middle.clear();
@@ -184,13 +311,16 @@ impl RangeList {
             middle.extend_from_slice(new);
         }
         push_rechunked(&mut chunks, &middle);
-        let mut out = RangeList::default();
+        let mut out = RangeList {
+            nodes: Vec::with_capacity(self.nodes.len() + 1),
+            firsts: Vec::with_capacity(self.nodes.len() + 1),
+            before: Vec::with_capacity(self.nodes.len() + 1),
+            len: 0,
+        };
         for n in &self.nodes[..ni] {
             out.push_node(Arc::clone(n));
         }
-        for group in chunks.chunks(FANOUT) {
-            out.push_node(Arc::new(Leaves::from_chunks(group)));
-        }
+        out.push_chunks(&chunks);
         for n in &self.nodes[nj + 1..] {
             out.push_node(Arc::clone(n));
         }
@@ -199,135 +329,10 @@ impl RangeList {
 
     /// Bytes of heap this list uses (chunks and indexes).
     pub fn heap_bytes(&self) -> usize {
-        let index = self.nodes.capacity() * std::mem::size_of::<Arc<Leaves>>()
+        let index = self.nodes.capacity() * std::mem::size_of::<Arc<Node>>()
             + self.firsts.capacity() * 8
             + self.before.capacity() * std::mem::size_of::<usize>();
-        index
-            + self
-                .nodes
-                .iter()
-                .map(|n| n.heap_bytes() + std::mem::size_of::<Leaves>())
-                .sum::<usize>()
-    }
-}
-
-/// One level of chunks: sorted, disjoint ranges in shared chunks.
-#[derive(Clone, Default)]
-struct Leaves {
-    chunks: Vec<Arc<[FlatRange]>>,
-    /// First address of each chunk.
-    firsts: Vec<u64>,
-    /// Number of ranges before each chunk.
-    before: Vec<usize>,
-    len: usize,
-}
-
-impl Leaves {
-    /// Builds a list from sorted, disjoint ranges.
-    fn from_vec(ranges: Vec<FlatRange>) -> Leaves {
-        let mut list = Leaves::default();
-        list.push_chunks(&ranges);
-        list
-    }
-
-    fn push_chunks(&mut self, ranges: &[FlatRange]) {
-        if ranges.is_empty() {
-            return;
-        }
-        let n = ranges.len().div_ceil(CHUNK);
-        let per = ranges.len().div_ceil(n);
-        for part in ranges.chunks(per) {
-            self.push_chunk(Arc::from(part));
-        }
-    }
-
-    fn from_chunks(chunks: &[Arc<[FlatRange]>]) -> Leaves {
-        let mut l = Leaves::default();
-        for c in chunks {
-            l.push_chunk(Arc::clone(c));
-        }
-        l
-    }
-
-    fn push_chunk(&mut self, chunk: Arc<[FlatRange]>) {
-        self.firsts.push(chunk[0].start);
-        self.before.push(self.len);
-        self.len += chunk.len();
-        self.chunks.push(chunk);
-    }
-
-    /// The ranges in address order.
-    fn iter(&self) -> impl DoubleEndedIterator<Item = &FlatRange> + '_ {
-        self.chunks.iter().flat_map(|c| c.iter())
-    }
-
-    /// The `i`-th range.
-    fn get(&self, i: usize) -> Option<&FlatRange> {
-        if i >= self.len {
-            return None;
-        }
-        let c = self.before.partition_point(|&b| b <= i) - 1;
-        self.chunks[c].get(i - self.before[c])
-    }
-
-    /// The first range.
-    fn first(&self) -> Option<&FlatRange> {
-        self.chunks.first().map(|c| &c[0])
-    }
-
-    /// The last range.
-    fn last(&self) -> Option<&FlatRange> {
-        self.chunks.last().and_then(|c| c.last())
-    }
-
-    /// The range containing `addr`, if any.
-    #[inline]
-    fn lookup(&self, addr: u64) -> Option<&FlatRange> {
-        let c = self.firsts.partition_point(|&f| f <= addr);
-        if c == 0 {
-            return None;
-        }
-        let chunk = &self.chunks[c - 1];
-        let i = chunk.partition_point(|r| r.last < addr);
-        chunk.get(i).filter(|r| r.start <= addr)
-    }
-
-    /// Index of the first range whose last address is `>= addr`.
-    fn index_from(&self, addr: u64) -> usize {
-        let c = self
-            .firsts
-            .partition_point(|&f| f <= addr)
-            .saturating_sub(1);
-        match self.chunks.get(c) {
-            Some(chunk) => self.before[c] + chunk.partition_point(|r| r.last < addr),
-            None => 0,
-        }
-    }
-
-    /// Index of the first range starting at or after `end` (an exclusive
-    /// bound that may be 2^64).
-    fn index_to(&self, end: u128) -> usize {
-        let c = self
-            .firsts
-            .partition_point(|&f| (f as u128) < end)
-            .saturating_sub(1);
-        match self.chunks.get(c) {
-            Some(chunk) => self.before[c] + chunk.partition_point(|r| (r.start as u128) < end),
-            None => 0,
-        }
-    }
-
-    /// Bytes of heap this list uses (chunks and index).
-    fn heap_bytes(&self) -> usize {
-        let index = self.chunks.capacity() * std::mem::size_of::<Arc<[FlatRange]>>()
-            + self.firsts.capacity() * 8
-            + self.before.capacity() * std::mem::size_of::<usize>();
-        let chunks: usize = self
-            .chunks
-            .iter()
-            .map(|c| c.len() * std::mem::size_of::<FlatRange>() + 2 * std::mem::size_of::<usize>())
-            .sum();
-        index + chunks
+        index + self.nodes.iter().map(|n| n.heap_bytes()).sum::<usize>()
     }
 }
 
@@ -430,7 +435,7 @@ mod tests {
         let chunks = |l: &RangeList| -> Vec<Arc<[FlatRange]>> {
             l.nodes
                 .iter()
-                .flat_map(|n| n.chunks.iter().cloned())
+                .flat_map(|n| n.chunk_list().map(|c| c.ranges.clone()))
                 .collect()
         };
         let (lc, mc) = (chunks(&l), chunks(&m));
