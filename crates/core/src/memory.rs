@@ -430,32 +430,13 @@ impl Memory {
             self.listened.insert(pos, as_id);
         }
         let view = self.committed(as_id)?;
-
         let empty = FlatView::default();
-        let mut failures = Vec::new();
-        let mut d = Dispatcher {
-            regions: &self.regions,
-            listeners: &mut self.listeners,
-            iommu: &mut self.iommu,
-            failures: &mut failures,
-        };
-        d.bracket(&[id], false);
-        d.view_change(as_id, &[id], &Delta::whole(&empty, &view));
-        d.bracket(&[id], true);
+        let failures = self.replay_to(id, as_id, &empty, &view);
         let hooks = crate::notifier::judge(&self.regions, &mut self.iommu);
         if failures.is_empty() && hooks.is_empty() {
             return Ok(id);
         }
-        let mut undo = Vec::new();
-        let mut d = Dispatcher {
-            regions: &self.regions,
-            listeners: &mut self.listeners,
-            iommu: &mut self.iommu,
-            failures: &mut undo,
-        };
-        d.bracket(&[id], false);
-        d.view_change(as_id, &[id], &Delta::whole(&view, &empty));
-        d.bracket(&[id], true);
+        self.replay_to(id, as_id, &view, &empty);
         self.forget_listener(id);
         // Undoing the replay brought the counts back: nothing to start.
         let _ = crate::notifier::judge(&self.regions, &mut self.iommu);
@@ -478,17 +459,7 @@ impl Memory {
         let as_id = self.check_listener(id)?.address_space;
         if mode == Unregister::Replay {
             let view = self.committed(as_id)?;
-            let empty = FlatView::default();
-            let mut failures = Vec::new();
-            let mut d = Dispatcher {
-                regions: &self.regions,
-                listeners: &mut self.listeners,
-                iommu: &mut self.iommu,
-                failures: &mut failures,
-            };
-            d.bracket(&[id], false);
-            d.view_change(as_id, &[id], &Delta::whole(&view, &empty));
-            d.bracket(&[id], true);
+            self.replay_to(id, as_id, &view, &FlatView::default());
         } else if self.check_listener(id)?.config.iommu_user {
             self.release_iommu_holdings(id, as_id)?;
         }
@@ -500,6 +471,29 @@ impl Memory {
             tracing::warn!(error = %e, "IOMMU hook failed while unregistering a listener");
         }
         Ok(listener)
+    }
+
+    /// Tells one listener, in its own `begin` / `commit`, how its view goes
+    /// from `from` to `to` (registration replays from an empty view,
+    /// unregistration to one); returns what it refused.
+    fn replay_to(
+        &mut self,
+        id: ListenerId,
+        as_id: AddressSpaceId,
+        from: &FlatView,
+        to: &FlatView,
+    ) -> Vec<ListenerFailure> {
+        let mut failures = Vec::new();
+        let mut d = Dispatcher {
+            regions: &self.regions,
+            listeners: &mut self.listeners,
+            iommu: &mut self.iommu,
+            failures: &mut failures,
+        };
+        d.bracket(&[id], false);
+        d.view_change(as_id, &[id], &Delta::whole(from, to));
+        d.bracket(&[id], true);
+        failures
     }
 
     /// Detach mode: the listener dropped what it held without being told;
