@@ -167,27 +167,32 @@ impl FlatView {
     }
 }
 
+/// A plain range `[start, last]` of region 0, for tests.
+#[cfg(test)]
+pub(crate) fn test_range(start: u64, last: u64) -> FlatRange {
+    FlatRange {
+        start,
+        last,
+        region: RegionId(crate::id::RawId {
+            space: 0,
+            index: 0,
+            generation: 0,
+        }),
+        offset_in_region: start,
+        readonly: false,
+        nonvolatile: false,
+        unmergeable: false,
+        romd_mode: false,
+        dirty_log_mask: DirtyLogMask::EMPTY,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::id::RawId;
 
     fn fr(start: u64, last: u64) -> FlatRange {
-        FlatRange {
-            start,
-            last,
-            region: RegionId(RawId {
-                space: 0,
-                index: 0,
-                generation: 0,
-            }),
-            offset_in_region: start,
-            readonly: false,
-            nonvolatile: false,
-            unmergeable: false,
-            romd_mode: false,
-            dirty_log_mask: DirtyLogMask::EMPTY,
-        }
+        test_range(start, last)
     }
 
     #[test]

@@ -373,26 +373,10 @@ impl FromIterator<FlatRange> for RangeList {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::id::{RawId, RegionId};
-    use crate::region::DirtyLogMask;
     use proptest::prelude::*;
 
     fn fr(start: u64, last: u64) -> FlatRange {
-        FlatRange {
-            start,
-            last,
-            region: RegionId(RawId {
-                space: 0,
-                index: 0,
-                generation: 0,
-            }),
-            offset_in_region: 0,
-            readonly: false,
-            nonvolatile: false,
-            unmergeable: false,
-            romd_mode: false,
-            dirty_log_mask: DirtyLogMask::EMPTY,
-        }
+        crate::flatview::test_range(start, last)
     }
 
     #[test]
