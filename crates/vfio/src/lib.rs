@@ -1,6 +1,6 @@
-//! addrspace-vfio: the kernel side of VFIO for addrspace — the interface
-//! to the Linux VFIO kernel, a faithful simulation of it, and the real
-//! thing through ioctls.
+//! addrspace-vfio: VFIO for addrspace — the interface to the Linux VFIO
+//! kernel, a faithful simulation of it, the real thing through ioctls, and
+//! the consumer a VMM embeds (containers, groups and the VFIO listeners).
 //!
 //! # Layers
 //!
@@ -24,9 +24,16 @@
 //! 3. **Linux backend** (`LinuxKernel`, Linux only). The same trait on
 //!    `/dev/vfio/vfio` and `/dev/vfio/N`, with vfio-bindings structures.
 //!    It defines the sPAPR ioctl numbers vfio-ioctls leaves out.
-//!
-//! The VFIO *listener*, which turns addrspace's IOMMU notifications into
-//! these calls, sits on top of the trait and is not part of this layer.
+//! 4. **Consumer** ([`Container`], [`listener`]). What a VMM embeds: a
+//!    container generic over the kernel, its groups and device fds with the
+//!    kernel's life-cycle rules, and the VFIO listeners that keep the
+//!    kernel in step with the machine's memory map — sPAPR v2 memory
+//!    pre-registration and one host DMA window per guest IOMMU section
+//!    (mirrored page by page through IOMMU notifiers), sPAPR v1's fixed
+//!    window, and Type1's direct RAM mappings. Kernel failures become
+//!    [`VfioError::Kernel`] naming the call ([`KernelCall`]) and its
+//!    values; those with no caller to return to (inside a notifier) go to
+//!    the container's error log.
 //!
 //! # Where the simulator picks mainline
 //!
@@ -59,18 +66,26 @@
 //! # What this crate leaves out
 //!
 //! Device regions, interrupts and resets (device fds exist only to pin
-//! their group), iommufd and the cdev interface.
+//! their group), iommufd and the cdev interface; on the consumer side,
+//! peer-to-peer DMA to RAM-device BARs, dirty-page tracking, and Type1's
+//! own IOMMU page-size and IOVA-range queries.
 
 #![warn(missing_docs, missing_debug_implementations)]
 
 pub mod args;
+mod call;
+mod container;
 mod errno;
 mod error;
+mod guest_ram;
 mod handle;
 mod kernel;
 #[cfg(target_os = "linux")]
 mod linux;
+pub mod listener;
+mod notifier;
 pub mod sim;
+mod window;
 
 pub use args::{
     DmaMap, DmaUnmap, GroupStatus, SpaprRegisterMemory, SpaprTceCreate, SpaprTceDdwInfo,
@@ -78,8 +93,13 @@ pub use args::{
     VFIO_DMA_MAP_FLAG_WRITE, VFIO_NOIOMMU_IOMMU, VFIO_SPAPR_TCE_IOMMU, VFIO_SPAPR_TCE_V2_IOMMU,
     VFIO_TYPE1V2_IOMMU, VFIO_TYPE1_IOMMU,
 };
+pub use call::KernelCall;
+pub use container::{
+    Container, ContainerConfig, ContainerStats, IommuType, PlugIds, SpaprInfo, ERROR_LOG_CAPACITY,
+};
 pub use errno::Errno;
 pub use error::VfioError;
+pub use guest_ram::RamRange;
 pub use handle::{ContainerFd, DeviceFd, GroupFd, IommuGroupId};
 pub use kernel::VfioKernel;
 #[cfg(target_os = "linux")]
@@ -93,3 +113,4 @@ pub use sim::observe::{
 };
 pub use sim::stats::{Ioctl, SimStats};
 pub use sim::SimKernel;
+pub use window::HostWindow;
