@@ -130,6 +130,21 @@ impl FlatView {
         Ok(())
     }
 
+    /// The host address of guest address `addr` when host memory serves
+    /// it (RAM, ROM, a ROM device in ROMD mode), with the number of bytes
+    /// that stay contiguous from there within its range — what a VMM
+    /// hands to VFIO or vhost. `None` for MMIO, IOMMU regions and holes.
+    pub fn host_address(&self, addr: u64) -> Option<(u64, u64)> {
+        let fr = self.lookup(addr)?;
+        let backing = match self.targets.regions.get(&fr.region)? {
+            RegionKind::Ram { backing, .. } => backing,
+            RegionKind::RomDevice { backing, .. } if fr.romd_mode => backing,
+            _ => return None,
+        };
+        let offset = fr.offset_in_region + (addr - fr.start);
+        Some((backing.host_addr() + offset, fr.last - addr + 1))
+    }
+
     fn plan(&self, addr: u64, len: usize, dir: Dir, depth: u32) -> Result<Vec<Piece>, AccessError> {
         if addr as u128 + len as u128 > SIZE_2_64 {
             return Err(AccessError::BeyondAddressSpace { addr, len });

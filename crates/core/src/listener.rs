@@ -173,7 +173,9 @@ impl ListenerCx<'_> {
     }
 
     /// Registers an IOMMU notifier on `region` for `flags` over the
-    /// region-relative range `[start, last]`; see
+    /// region-relative range `[start, last]`. The notifier belongs to this
+    /// listener: if the listener leaves without unregistering it (e.g. in
+    /// detach mode), it goes with it. See
     /// [`Memory::register_iommu_notifier`](crate::Memory::register_iommu_notifier).
     pub fn register_iommu_notifier(
         &mut self,
@@ -186,11 +188,14 @@ impl ListenerCx<'_> {
         crate::notifier::register_notifier(
             self.regions,
             self.iommu,
-            region,
-            flags,
-            start,
-            last,
-            notify,
+            crate::notifier::NotifierEntry {
+                owner: Some(self.listener),
+                region,
+                flags,
+                start,
+                last,
+                notify,
+            },
         )
     }
 

@@ -463,6 +463,21 @@ impl Memory {
         } else if self.check_listener(id)?.config.iommu_user {
             self.release_iommu_holdings(id, as_id)?;
         }
+        // Notifiers its callbacks registered and it did not take back go
+        // with it (detach mode never tells it to).
+        let owned: Vec<crate::NotifierId> = self
+            .iommu
+            .notifiers
+            .iter()
+            .filter(|(_, n)| n.owner == Some(id))
+            .map(|(raw, _)| crate::NotifierId(raw))
+            .collect();
+        for n in owned {
+            if let Err(e) = crate::notifier::unregister_notifier(&self.regions, &mut self.iommu, n)
+            {
+                tracing::warn!(error = %e, "IOMMU hook failed while dropping a leaving listener's notifier");
+            }
+        }
         let listener = self.forget_listener(id);
         // Only stops can follow an unregistration; a failing one still
         // leaves the region stopped (nothing uses it), so it is logged and
@@ -567,11 +582,14 @@ impl Memory {
         crate::notifier::register_notifier(
             &self.regions,
             &mut self.iommu,
-            region,
-            flags,
-            start,
-            last,
-            notify,
+            crate::notifier::NotifierEntry {
+                owner: None,
+                region,
+                flags,
+                start,
+                last,
+                notify,
+            },
         )
     }
 

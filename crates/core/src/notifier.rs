@@ -12,6 +12,8 @@ use crate::region::{Region, RegionKind};
 
 /// A registered notifier.
 pub(crate) struct NotifierEntry {
+    /// The listener whose callback registered it, if any: dropped with it.
+    pub(crate) owner: Option<crate::ListenerId>,
     pub(crate) region: RegionId,
     pub(crate) flags: NotifierFlags,
     pub(crate) start: u64,
@@ -90,12 +92,9 @@ fn iommu_ops(regions: &Arena<Region>, region: RegionId) -> Result<&Arc<dyn Iommu
 pub(crate) fn register_notifier(
     regions: &Arena<Region>,
     state: &mut IommuState,
-    region: RegionId,
-    flags: NotifierFlags,
-    start: u64,
-    last: u64,
-    notify: Arc<dyn IommuNotify>,
+    entry: NotifierEntry,
 ) -> Result<NotifierId, Error> {
+    let (region, flags, start, last) = (entry.region, entry.flags, entry.start, entry.last);
     let ops = iommu_ops(regions, region)?;
     if flags.is_empty() {
         return Err(Error::EmptyNotifierFlags { region });
@@ -110,13 +109,7 @@ pub(crate) fn register_notifier(
         });
     }
     let old = state.flags_of(region);
-    let id = NotifierId(state.notifiers.insert(NotifierEntry {
-        region,
-        flags,
-        start,
-        last,
-        notify,
-    }));
+    let id = NotifierId(state.notifiers.insert(entry));
     state.by_region.entry(region).or_default().push(id);
     let new = state.flags_of(region);
     if old != new {

@@ -320,3 +320,18 @@ fn destroyed_ram_is_freed_once_old_snapshots_are_dropped() {
     drop(old);
     assert!(backing.upgrade().is_none(), "nothing refers to it any more");
 }
+
+#[test]
+fn host_address_of_ram_follows_the_backing_and_mmio_has_none() {
+    let m = machine();
+    let view = m.mem.view(m.memory).unwrap();
+    let base = m.mem.region(m.ram).unwrap().backing().unwrap().host_addr();
+    assert_eq!(view.host_address(0x10), Some((base + 0x10, 0x10000 - 0x10)));
+    assert_eq!(
+        view.host_address(0x30010),
+        Some((base + 0x1010, 0x1000 - 0x10)),
+        "through the alias"
+    );
+    assert_eq!(view.host_address(0x20000), None);
+    assert_eq!(view.host_address(0x50000), None);
+}

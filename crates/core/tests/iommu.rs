@@ -596,3 +596,31 @@ fn failed_stop_in_a_commit_is_reported_and_the_region_counts_as_stopped() {
     m.mem.add_subregion(m.root, 0, m.iommu).unwrap();
     assert_eq!(m.table.hooks(), vec!["start", "stop", "start"]);
 }
+
+#[test]
+fn notifiers_of_a_detached_listener_go_with_it() {
+    let mut m = machine();
+    let c = Container {
+        heard: Arc::new(Heard::default()),
+        notifiers: BTreeMap::new(),
+    };
+    let id = m
+        .mem
+        .register_listener(
+            m.space,
+            ListenerConfig::new("vfio").iommu_user(),
+            Box::new(c),
+        )
+        .unwrap();
+    assert_eq!(
+        m.mem.iommu_notifier_flags(m.iommu).unwrap(),
+        NotifierFlags::ALL
+    );
+    m.mem.unregister_listener(id, Unregister::Detach).unwrap();
+    assert_eq!(
+        m.mem.iommu_notifier_flags(m.iommu).unwrap(),
+        NotifierFlags::NONE
+    );
+    m.mem.del_subregion(m.root, m.iommu).unwrap();
+    m.mem.destroy_region(m.iommu).unwrap();
+}
