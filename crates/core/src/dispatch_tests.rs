@@ -448,3 +448,15 @@ fn begin_and_commit_reach_listeners_of_unchanged_spaces() {
         vec![Event::Begin, Event::Commit]
     );
 }
+
+#[test]
+fn remap_sends_the_same_place_as_a_new_section() {
+    let mut m = machine();
+    let r = m.ram("r", 0x1000, 0x1000);
+    m.listen("l", 0);
+    m.log.take();
+    m.mem.remap(r).unwrap();
+    let events = m.log.events_of("l");
+    assert!(matches!(&events[1], Event::RegionDel(old) if old.start == 0x1000 && old.epoch == 0));
+    assert!(matches!(&events[2], Event::RegionAdd(new) if new.start == 0x1000 && new.epoch == 1));
+}

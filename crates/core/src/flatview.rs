@@ -35,6 +35,10 @@ pub struct FlatRange {
     pub romd_mode: bool,
     /// Dirty-log clients active on the range.
     pub dirty_log_mask: DirtyLogMask,
+    /// The region's remap count when rendered (see
+    /// [`Memory::remap`](crate::Memory::remap)): a new epoch makes the same
+    /// place a new mapping for listeners.
+    pub epoch: u16,
 }
 
 impl FlatRange {
@@ -67,6 +71,7 @@ impl FlatRange {
             && self.nonvolatile == other.nonvolatile
             && self.unmergeable == other.unmergeable
             && self.romd_mode == other.romd_mode
+            && self.epoch == other.epoch
     }
 
     /// QEMU's `can_merge`: `next` continues `self` in the same region with
@@ -85,6 +90,7 @@ impl FlatRange {
             && self.nonvolatile == next.nonvolatile
             && self.romd_mode == next.romd_mode
             && self.dirty_log_mask == next.dirty_log_mask
+            && self.epoch == next.epoch
     }
 }
 
@@ -184,6 +190,7 @@ pub(crate) fn test_range(start: u64, last: u64) -> FlatRange {
         unmergeable: false,
         romd_mode: false,
         dirty_log_mask: DirtyLogMask::EMPTY,
+        epoch: 0,
     }
 }
 

@@ -199,6 +199,8 @@ pub struct Region {
     pub(crate) linked_at: u64,
     /// Index of `subregions` by address, for regions with many.
     pub(crate) child_index: Option<Box<crate::child_index::ChildIndex>>,
+    /// Bumped by `Memory::remap`.
+    pub(crate) epoch: u16,
 }
 
 impl Region {
@@ -225,6 +227,7 @@ impl Region {
             doomed: false,
             linked_at: 0,
             child_index: None,
+            epoch: 0,
         }
     }
 

@@ -236,6 +236,7 @@ impl Regions<'_> {
             unmergeable: inh.unmergeable,
             romd_mode: r.romd_mode(),
             dirty_log_mask: self.dirty_mask(r),
+            epoch: r.epoch,
         };
         out.fill_gaps(clip, start, template);
     }

@@ -529,6 +529,15 @@ impl Memory {
         self.set_attr(id, |r| r.unmergeable = unmergeable)
     }
 
+    /// Tells listeners that the mapping behind `id` changed although its
+    /// place and attributes did not — e.g. an IOMMU window re-created with
+    /// another page size: at the next commit its sections are deleted and
+    /// added again. Both happen in the same commit, so IOMMU usage counters
+    /// see no stop and start.
+    pub fn remap(&mut self, id: RegionId) -> Result<(), Error> {
+        self.set_attr(id, |r| r.epoch = r.epoch.wrapping_add(1))
+    }
+
     /// Records the owning device's name (metadata only).
     pub fn set_owner(&mut self, id: RegionId, owner: &str) -> Result<(), Error> {
         self.region_mut(id)?.owner = Some(owner.to_owned());

@@ -624,3 +624,16 @@ fn notifiers_of_a_detached_listener_go_with_it() {
     m.mem.del_subregion(m.root, m.iommu).unwrap();
     m.mem.destroy_region(m.iommu).unwrap();
 }
+
+#[test]
+fn remapped_window_is_readded_without_stop_and_start() {
+    let mut m = machine();
+    let log = EventLog::new();
+    user(&mut m, "vfio", &log);
+    log.take();
+    m.mem.remap(m.iommu).unwrap();
+    let names: Vec<&str> = log.take().iter().map(|e| e.event.name()).collect();
+    assert_eq!(names, vec!["begin", "region_del", "region_add", "commit"]);
+    assert_eq!(m.table.hooks(), vec!["start"]);
+    assert_eq!(m.mem.iommu_usage(m.iommu).unwrap(), (1, true));
+}
