@@ -143,6 +143,11 @@ pub(crate) struct Window {
     /// Enabled as the default window (by reset), not by RTAS (QEMU's
     /// `def_win`); removing it does not bring it back.
     pub(crate) default: bool,
+    /// The page shift the window was last enabled with. A window that
+    /// comes back at the same place with other pages is announced to
+    /// listeners as a new mapping (`Memory::remap`): otherwise a VFIO
+    /// container would keep a host window with the old page size.
+    pub(crate) last_page_shift: Option<u32>,
 }
 
 /// A PCI host bridge's DMA side: the address space its devices' DMA goes
@@ -238,6 +243,7 @@ impl Phb {
                 root,
                 iommu,
                 default: false,
+                last_page_shift: None,
             });
         }
         let address_space = mem.create_address_space(name, iommu_root)?;
@@ -385,6 +391,10 @@ impl Phb {
     ) -> Result<(), Error> {
         let w = &mut self.windows[slot];
         debug_assert!(w.table.geometry().is_none(), "enabling an enabled window");
+        if w.last_page_shift.is_some_and(|s| s != geometry.page_shift) {
+            mem.remap(w.iommu)?;
+        }
+        w.last_page_shift = Some(geometry.page_shift);
         mem.set_size(w.iommu, geometry.size())?;
         w.table.enable(geometry);
         w.default = default;
