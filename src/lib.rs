@@ -16,6 +16,7 @@ pub use addrspace_mtree as mtree;
 pub mod bench;
 pub mod demo;
 pub mod pc;
+pub mod pseries;
 #[cfg(feature = "vm-memory")]
 pub mod vm_memory;
 
