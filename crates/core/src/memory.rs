@@ -195,7 +195,9 @@ impl Memory {
     }
 
     /// Runs `f` inside a transaction and commits it, whether `f` succeeded
-    /// or not (each operation in `f` is itself all-or-nothing).
+    /// or not (each operation in `f` is itself all-or-nothing). Every
+    /// mutation uses this for itself, so outside an open transaction it
+    /// commits at once and inside one it joins it.
     pub fn transaction<T>(
         &mut self,
         f: impl FnOnce(&mut Memory) -> Result<T, Error>,
@@ -206,15 +208,6 @@ impl Memory {
         let value = out?;
         committed?;
         Ok(value)
-    }
-
-    /// Runs one mutation as its own transaction (or as part of the open
-    /// one). `f` must check everything before changing anything.
-    pub(crate) fn apply<T>(
-        &mut self,
-        f: impl FnOnce(&mut Memory) -> Result<T, Error>,
-    ) -> Result<T, Error> {
-        self.transaction(f)
     }
 
     pub(crate) fn next_link_stamp(&mut self) -> u64 {
@@ -273,7 +266,7 @@ impl Memory {
         name: &str,
         root: RegionId,
     ) -> Result<AddressSpaceId, Error> {
-        self.apply(|m| {
+        self.transaction(|m| {
             m.region_mut(root)?.as_refs += 1;
             let empty = Arc::new(ViewCell {
                 view: ArcSwap::new(Arc::new(FlatView::default())),
@@ -665,7 +658,7 @@ impl Memory {
         } else {
             d.log_global_stop(&self.listener_order);
         }
-        self.apply(|m| {
+        self.transaction(|m| {
             m.global_dirty_log = on;
             m.full_render = true;
             m.mark_pending();

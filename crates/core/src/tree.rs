@@ -43,6 +43,18 @@ fn needs_size(kind: &RegionKind) -> bool {
     )
 }
 
+/// Fresh host memory for a new memory-backed region; a zero size is the
+/// caller's mistake (`ZeroSize`), not an allocation failure.
+fn fresh_backing(kind: &'static str, name: &str, size: u128) -> Result<Arc<HostMemory>, Error> {
+    if size == 0 {
+        return Err(Error::ZeroSize {
+            kind,
+            name: name.to_owned(),
+        });
+    }
+    Ok(Arc::new(HostMemory::anonymous(size)?))
+}
+
 impl Memory {
     fn insert_region(
         &mut self,
@@ -110,13 +122,7 @@ impl Memory {
 
     /// RAM of `size` bytes with fresh anonymous host memory.
     pub fn create_ram(&mut self, name: &str, size: u128) -> Result<RegionId, Error> {
-        if size == 0 {
-            return Err(Error::ZeroSize {
-                kind: "RAM",
-                name: name.to_owned(),
-            });
-        }
-        let backing = Arc::new(HostMemory::anonymous(size)?);
+        let backing = fresh_backing("RAM", name, size)?;
         self.create_ram_from(name, size, backing, false)
     }
 
@@ -134,13 +140,7 @@ impl Memory {
 
     /// ROM: RAM that is read-only to the guest.
     pub fn create_rom(&mut self, name: &str, size: u128) -> Result<RegionId, Error> {
-        if size == 0 {
-            return Err(Error::ZeroSize {
-                kind: "ROM",
-                name: name.to_owned(),
-            });
-        }
-        let backing = Arc::new(HostMemory::anonymous(size)?);
+        let backing = fresh_backing("ROM", name, size)?;
         self.insert_region(
             name,
             RegionKind::Ram {
@@ -159,13 +159,7 @@ impl Memory {
         size: u128,
         ops: Arc<dyn MmioOps>,
     ) -> Result<RegionId, Error> {
-        if size == 0 {
-            return Err(Error::ZeroSize {
-                kind: "ROM device",
-                name: name.to_owned(),
-            });
-        }
-        let backing = Arc::new(HostMemory::anonymous(size)?);
+        let backing = fresh_backing("ROM device", name, size)?;
         let kind = RegionKind::RomDevice {
             backing,
             ops,
@@ -229,7 +223,7 @@ impl Memory {
         if let Some(reason) = reason {
             return Err(Error::RegionInUse { region: id, reason });
         }
-        self.apply(|m| {
+        self.transaction(|m| {
             let r = m.region_mut(id)?;
             let subs = std::mem::take(&mut r.subregions);
             let target = r.alias().map(|(t, _)| t);
@@ -317,7 +311,7 @@ impl Memory {
         if self.reaches(child, parent) {
             return Err(Error::Cycle { parent, child });
         }
-        self.apply(|m| {
+        self.transaction(|m| {
             let c = m.region_mut(child)?;
             c.parent = Some(parent);
             c.addr = addr;
@@ -388,7 +382,7 @@ impl Memory {
                 region: child,
             });
         }
-        self.apply(|m| {
+        self.transaction(|m| {
             m.note_damage(child);
             m.touch(parent);
             m.unlink(parent, child);
@@ -410,7 +404,7 @@ impl Memory {
             });
         }
         let (parent, priority) = (r.parent, r.priority);
-        self.apply(|m| {
+        self.transaction(|m| {
             m.note_damage(id);
             if let Some(p) = parent {
                 m.unlink(p, id);
@@ -430,7 +424,7 @@ impl Memory {
     /// [`set_address`](Self::set_address).
     pub fn set_priority(&mut self, id: RegionId, priority: i32) -> Result<(), Error> {
         let parent = self.region(id)?.parent;
-        self.apply(|m| {
+        self.transaction(|m| {
             m.region_mut(id)?.priority = priority;
             if let Some(p) = parent {
                 m.unlink(p, id);
@@ -479,7 +473,7 @@ impl Memory {
             }
         }
         let parent = r.parent;
-        self.apply(|m| {
+        self.transaction(|m| {
             m.note_damage(id);
             let old = m.region(id)?.size;
             m.region_mut(id)?.size = size;
@@ -500,7 +494,7 @@ impl Memory {
     /// (a size change moves its end).
     fn set_attr(&mut self, id: RegionId, f: impl FnOnce(&mut Region)) -> Result<(), Error> {
         self.region(id)?;
-        self.apply(|m| {
+        self.transaction(|m| {
             m.note_damage(id);
             f(m.region_mut(id)?);
             m.note_damage(id);
