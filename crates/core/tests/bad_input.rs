@@ -3,11 +3,14 @@
 
 use std::sync::Arc;
 
+mod common;
+
 use addrspace_core::recorder::{EventLog, Recorder};
 use addrspace_core::{
     AddressSpaceId, Error, EventNotifier, Ioeventfd, ListenerConfig, ListenerId, Memory, NullOps,
     RegionId, UnmappedIommu, Unregister, SIZE_2_64,
 };
+use common::fingerprint;
 
 struct Machine {
     mem: Memory,
@@ -55,26 +58,6 @@ fn machine() -> Machine {
         listener,
         log,
     }
-}
-
-/// Everything observable about a `Memory` through its public API.
-fn fingerprint(mem: &Memory) -> String {
-    let mut lines: Vec<String> = mem
-        .regions()
-        .map(|(id, r)| format!("{id:?} {r:?}"))
-        .collect();
-    lines.sort();
-    for as_id in mem.address_spaces() {
-        lines.push(format!(
-            "{as_id:?} {} root {:?} listeners {:?} view {:?}",
-            mem.address_space_name(as_id).unwrap(),
-            mem.address_space_root(as_id).unwrap(),
-            mem.listeners_of(as_id).unwrap(),
-            mem.view(as_id).unwrap()
-        ));
-    }
-    lines.push(format!("{mem:?} global_log {}", mem.global_dirty_log()));
-    lines.join("\n")
 }
 
 /// Runs `op` on a fresh machine, checks its error with `expect`, and checks

@@ -17,7 +17,10 @@ use addrspace_core::{
     AddressSpaceId, DirtyClient, DirtyLogMask, Engine, EventNotifier, FlatRange, Ioeventfd,
     ListenerConfig, ListenerId, Memory, NullOps, RegionId, RegionKind, Unregister, SIZE_2_64,
 };
+use common::fingerprint;
 use proptest::prelude::*;
+
+mod common;
 
 const POOL: usize = 12;
 
@@ -209,22 +212,6 @@ fn world() -> World {
         clock: 100,
         notifier: Arc::new(Quiet),
     }
-}
-
-fn fingerprint(mem: &Memory) -> String {
-    let mut lines: Vec<String> = mem
-        .regions()
-        .map(|(id, r)| format!("{id:?} {r:?}"))
-        .collect();
-    lines.sort();
-    for a in mem.address_spaces() {
-        lines.push(format!(
-            "{:?} {:?}",
-            mem.listeners_of(a).unwrap(),
-            mem.view(a).unwrap()
-        ));
-    }
-    lines.join("\n")
 }
 
 impl World {
