@@ -205,25 +205,17 @@ impl<K: VfioKernel + 'static> Container<K> {
     /// The detach-mode half of [`teardown`](Self::teardown).
     fn detach(&self, mem: &mut Memory) -> Result<(), VfioError> {
         let sh = &self.shared;
-        let (ids, notifiers) = {
+        let ids = {
             let mut st = sh.state.lock();
             let Some(ids) = st.plug.take() else {
                 return Ok(());
             };
-            let notifiers: Vec<_> = std::mem::take(&mut st.sections)
-                .into_values()
-                .map(|r| r.notifier)
-                .collect();
-            (ids, notifiers)
+            st.sections.clear();
+            ids
         };
         let mut first: Option<addrspace_core::Error> = None;
-        // The framework leaves a detached listener's notifiers in place;
-        // they would go on calling into a released container.
-        for notifier in notifiers {
-            if let Err(err) = mem.unregister_iommu_notifier(notifier) {
-                first.get_or_insert(err);
-            }
-        }
+        // Detaching a listener also drops the IOMMU notifiers its callbacks
+        // registered, so none go on calling into the released container.
         let listeners = ids.dma_listener.into_iter().chain([ids.memory_listener]);
         for id in listeners {
             if let Err(err) = mem.unregister_listener(id, Unregister::Detach) {
