@@ -49,7 +49,7 @@ impl ChildIndex {
 
     /// Children that may intersect `[lo, hi)` (parent-relative), in no
     /// particular order.
-    pub(crate) fn candidates(&self, lo: i128, hi: i128, out: &mut Vec<RegionId>) {
+    pub(crate) fn candidates(&self, lo: i128, hi: i128, out: &mut impl Extend<RegionId>) {
         for (&c, v) in &self.classes {
             let reach = if c >= 127 { i128::MAX / 2 } else { 1i128 << c };
             let from = lo - reach;

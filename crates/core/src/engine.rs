@@ -312,11 +312,17 @@ impl Memory {
                 }
             }
         } else {
-            let mut windows: IdMap<RegionId, Vec<(i128, i128)>> = IdMap::default();
-            for &(root, lo, hi) in &damage {
-                windows.entry(root).or_default().push((lo, hi));
-            }
-            for (root, wins) in windows {
+            // Grouped by root and sorted, without a map: a commit damages
+            // a handful of windows.
+            let mut damage = damage;
+            damage.sort_unstable();
+            let mut windows: smallvec::SmallVec<[(i128, i128); 8]> = smallvec::SmallVec::new();
+            let mut rest = &damage[..];
+            while let Some(&(root, _, _)) = rest.first() {
+                let n = rest.iter().take_while(|d| d.0 == root).count();
+                windows.clear();
+                windows.extend(rest[..n].iter().map(|&(_, lo, hi)| (lo, hi)));
+                rest = &rest[n..];
                 let key = Some(root);
                 if fresh_roots.contains(&key) {
                     continue;
@@ -324,7 +330,7 @@ impl Memory {
                 let Some(rv) = self.roots.get_mut(&key) else {
                     continue;
                 };
-                if let Some((new, delta)) = patch(&regions, &rv.view, root, wins) {
+                if let Some((new, delta)) = patch(&regions, &rv.view, root, &windows) {
                     let old = Arc::clone(&rv.view);
                     rv.publish(Arc::new(new));
                     patched.insert(key, (old, delta));
@@ -464,16 +470,16 @@ fn patch(
     regions: &Regions<'_>,
     old: &FlatView,
     root: RegionId,
-    mut windows: Vec<(i128, i128)>,
+    windows: &[(i128, i128)],
 ) -> Option<(FlatView, Delta)> {
     let ranges = &old.ranges;
     let len = ranges.len();
-    windows.sort();
+    debug_assert!(windows.is_sorted(), "windows come sorted");
     // Index spans [i, j) of old ranges each window covers, widened to the
     // whole ranges it cuts; spans close enough to share a merge neighbour
     // are joined.
     let mut spans: smallvec::SmallVec<[(usize, usize, i128, i128); 4]> = smallvec::SmallVec::new();
-    for (lo, hi) in windows {
+    for &(lo, hi) in windows {
         let (lo, hi) = (lo.max(0), hi.min(SIZE_2_64 as i128));
         if lo >= hi {
             continue;
@@ -581,8 +587,13 @@ fn patch(
     pieces.reverse();
     let mut delta = Delta::default();
     for (o, n) in pieces {
-        delta.old.extend(o);
-        delta.new.extend(n);
+        // Usually one piece: its vectors move in whole.
+        if delta.old.is_empty() && delta.new.is_empty() {
+            (delta.old, delta.new) = (o, n);
+        } else {
+            delta.old.extend(o);
+            delta.new.extend(n);
+        }
     }
     // Ioeventfds and coalesced ranges placed by the replaced ranges go;
     // those placed by the new ones come.

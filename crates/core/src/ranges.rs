@@ -47,7 +47,7 @@ impl Chunk {
 }
 
 /// Splits `ranges` into chunks of at most [`CHUNK`] and appends them.
-fn push_rechunked(chunks: &mut Vec<Chunk>, ranges: &[FlatRange]) {
+fn push_rechunked(chunks: &mut impl Extend<Chunk>, ranges: &[FlatRange]) {
     if ranges.is_empty() {
         return;
     }
@@ -67,26 +67,27 @@ struct Node {
 }
 
 impl Node {
-    /// A node of 1 to `FANOUT` non-empty chunks.
-    fn new(chunks: &[Chunk]) -> Node {
-        debug_assert!(!chunks.is_empty() && chunks.len() <= FANOUT);
-        let mut firsts = [0u64; FANOUT];
-        let mut before = [0usize; FANOUT];
-        let mut len = 0;
-        for (k, c) in chunks.iter().enumerate() {
-            firsts[k] = c.ranges[0].start;
-            before[k] = len;
-            len += c.len();
-        }
-        Node {
+    /// A node of 1 to `FANOUT` non-empty chunks, moved in (cloning a
+    /// chunk costs two atomic increments, dropping it two decrements).
+    fn new(chunks: impl ExactSizeIterator<Item = Chunk>) -> Node {
+        debug_assert!(chunks.len() > 0 && chunks.len() <= FANOUT);
+        let mut node = Node {
             count: chunks.len(),
-            len,
-            firsts,
-            before,
-            chunks: std::array::from_fn(|k| chunks.get(k).cloned()),
+            len: 0,
+            firsts: [0u64; FANOUT],
+            before: [0usize; FANOUT],
+            chunks: [const { None }; FANOUT],
+        };
+        for (k, c) in chunks.enumerate() {
+            node.firsts[k] = c.ranges[0].start;
+            node.before[k] = node.len;
+            node.len += c.len();
+            node.chunks[k] = Some(c);
         }
+        node
     }
 
+    #[inline]
     fn chunk(&self, k: usize) -> &Chunk {
         self.chunks[k]
             .as_ref()
@@ -173,14 +174,16 @@ impl RangeList {
         let mut chunks = Vec::new();
         push_rechunked(&mut chunks, &ranges);
         let mut list = RangeList::default();
-        list.push_chunks(&chunks);
+        list.push_chunks(chunks);
         list
     }
 
     /// Appends `chunks`, grouped into nodes.
-    fn push_chunks(&mut self, chunks: &[Chunk]) {
-        for group in chunks.chunks(FANOUT) {
-            self.push_node(Arc::new(Node::new(group)));
+    fn push_chunks(&mut self, chunks: impl IntoIterator<Item = Chunk>) {
+        let mut chunks = chunks.into_iter().peekable();
+        while chunks.peek().is_some() {
+            let group: smallvec::SmallVec<[Chunk; FANOUT]> = chunks.by_ref().take(FANOUT).collect();
+            self.push_node(Arc::new(Node::new(group.into_iter())));
         }
     }
 
@@ -280,7 +283,7 @@ impl RangeList {
         // Walk the chunks of the affected nodes once: those wholly before
         // `i` or wholly after `j` are shared, the rest are rebuilt from
         // their surviving ranges and `new`.
-        let mut chunks: Vec<Chunk> = Vec::with_capacity((nj - ni + 1) * FANOUT + 2);
+        let mut chunks: smallvec::SmallVec<[Chunk; FANOUT + 4]> = smallvec::SmallVec::new();
         let mut middle: Vec<FlatRange> = Vec::with_capacity(new.len() + 2 * CHUNK);
         let mut placed = false;
         let mut at = self.before[ni];
@@ -320,7 +323,7 @@ impl RangeList {
         for n in &self.nodes[..ni] {
             out.push_node(Arc::clone(n));
         }
-        out.push_chunks(&chunks);
+        out.push_chunks(chunks);
         for n in &self.nodes[nj + 1..] {
             out.push_node(Arc::clone(n));
         }

@@ -204,7 +204,7 @@ impl Regions<'_> {
             // A narrow window of a region with many children: render only
             // those that may intersect it, in list order.
             Some(idx) if clip.0 > start || clip.1 < end => {
-                let mut subs = Vec::new();
+                let mut subs: smallvec::SmallVec<[RegionId; 16]> = smallvec::SmallVec::new();
                 idx.candidates(clip.0 - start, clip.1 - start, &mut subs);
                 subs.sort_by_key(|s| {
                     let c = self.get(*s);

@@ -351,3 +351,20 @@ fn view_reader_caches_hits_and_follows_commits() {
     assert_eq!(reader.lookup(0x1010), None);
     assert_eq!(reader.lookup(0x2010).map(|r| r.region), Some(dev));
 }
+
+#[test]
+fn reprioritized_sibling_is_reordered_and_removable() {
+    let (mut mem, root) = machine();
+    let a = mmio(&mut mem, "a", 0x100);
+    let b = mmio(&mut mem, "b", 0x100);
+    mem.add_subregion_overlap(root, 0, a, 0).unwrap();
+    mem.add_subregion_overlap(root, 0, b, 0).unwrap();
+    assert_eq!(flat(&mem, root), vec![r(0, 0xff, "b", 0)]);
+    mem.set_priority(a, 2).unwrap();
+    assert_eq!(flat(&mem, root), vec![r(0, 0xff, "a", 0)]);
+    mem.del_subregion(root, a).unwrap();
+    assert_eq!(flat(&mem, root), vec![r(0, 0xff, "b", 0)]);
+    // Without a parent the priority is only recorded.
+    mem.set_priority(a, 5).unwrap();
+    assert_eq!(mem.region(a).unwrap().priority(), 5);
+}

@@ -334,10 +334,9 @@ impl Memory {
         let regions = &self.regions;
         let prio = |id: &RegionId| regions.get(id.0).expect("live sibling").priority;
         let subs = &self.regions.get(parent.0).expect("live parent").subregions;
-        let pos = subs
-            .iter()
-            .position(|s| priority >= prio(s))
-            .unwrap_or(subs.len());
+        // Siblings are in descending priority: the new one goes before
+        // every sibling of its priority or lower.
+        let pos = subs.partition_point(|s| prio(s) > priority);
         let p = self.regions.get_mut(parent.0).expect("live parent");
         p.subregions.insert(pos, child);
         if let Some(idx) = &mut p.child_index {
@@ -350,8 +349,19 @@ impl Memory {
     fn unlink(&mut self, parent: RegionId, child: RegionId) {
         let c = self.regions.get(child.0).expect("live child");
         let (addr, size) = (c.addr, c.size);
+        // Siblings are ordered by descending (priority, link stamp), so
+        // a binary search finds the child among thousands.
+        let key = |r: &crate::region::Region| std::cmp::Reverse((r.priority, r.linked_at));
+        let regions = &self.regions;
+        let subs = &regions.get(parent.0).expect("live parent").subregions;
+        let pos = subs.partition_point(|s| key(regions.get(s.0).expect("live sibling")) < key(c));
         let p = self.regions.get_mut(parent.0).expect("live parent");
-        p.subregions.retain(|s| *s != child);
+        debug_assert_eq!(p.subregions.get(pos), Some(&child), "subregions in order");
+        if p.subregions.get(pos) == Some(&child) {
+            p.subregions.remove(pos);
+        } else {
+            p.subregions.retain(|s| *s != child);
+        }
         if let Some(idx) = &mut p.child_index {
             if p.subregions.len() < crate::child_index::DROP_AT {
                 p.child_index = None;
@@ -425,13 +435,16 @@ impl Memory {
     pub fn set_priority(&mut self, id: RegionId, priority: i32) -> Result<(), Error> {
         let parent = self.region(id)?.parent;
         self.transaction(|m| {
-            m.region_mut(id)?.priority = priority;
             if let Some(p) = parent {
+                // Unlinked under its old priority: siblings are ordered by it.
                 m.unlink(p, id);
+                m.region_mut(id)?.priority = priority;
                 m.link(p, id, priority);
                 m.touch(p);
                 m.note_damage(id);
                 m.mark_pending();
+            } else {
+                m.region_mut(id)?.priority = priority;
             }
             Ok(())
         })
