@@ -391,6 +391,8 @@ impl Phb {
     ) -> Result<(), Error> {
         let w = &mut self.windows[slot];
         debug_assert!(w.table.geometry().is_none(), "enabling an enabled window");
+        let (old_size, old_addr) = mem.region(w.iommu).map(|r| (r.size(), r.addr()))?;
+        let old_page_shift = w.last_page_shift;
         if w.last_page_shift.is_some_and(|s| s != geometry.page_shift) {
             mem.remap(w.iommu)?;
         }
@@ -409,6 +411,16 @@ impl Phb {
             }
             w.table.disable();
             w.default = false;
+            // A refused window leaves no trace: its region gets back its
+            // size and place, and the next enable compares its page size
+            // with the one consumers last held.
+            w.last_page_shift = old_page_shift;
+            let restored = mem
+                .set_size(w.iommu, old_size)
+                .and_then(|()| mem.set_address(w.iommu, old_addr));
+            if let Err(undo) = restored {
+                tracing::warn!(liobn = %w.table.liobn(), %undo, "restoring a refused window's region");
+            }
             return Err(e);
         }
         tracing::debug!(liobn = %w.table.liobn(), ?geometry, "DMA window enabled");
