@@ -619,7 +619,8 @@ fn phb_with_an_index_in_use() {
 
 #[test]
 fn phb_with_an_inconsistent_config() {
-    let cases: [(&str, fn(&mut PhbConfig)); 7] = [
+    type Spoil = fn(&mut PhbConfig);
+    let cases: [(&str, Spoil); 7] = [
         ("index too large", |c| c.index = PhbConfig::MAX_INDEX + 1),
         ("not a non-zero multiple of 4 KiB", |c| {
             c.dma_window_size = 0
