@@ -293,7 +293,8 @@ impl Memory {
         }
 
         // 2. Views bring their damaged windows (or everything) up to date.
-        let mut patched: IdMap<Option<RegionId>, (Arc<FlatView>, Delta)> = IdMap::default();
+        // Few views change per commit: a short list beats a map.
+        let mut patched: Patched = Patched::new();
         let regions = Regions {
             arena: &self.regions,
             global_dirty_log: self.global_dirty_log,
@@ -308,7 +309,7 @@ impl Memory {
                     let old = Arc::clone(&rv.view);
                     let delta = Delta::whole(&old, &new);
                     rv.publish(Arc::new(new));
-                    patched.insert(*root, (old, delta));
+                    patched.push((*root, old, delta));
                 }
             }
         } else {
@@ -333,13 +334,14 @@ impl Memory {
                 if let Some((new, delta)) = patch(&regions, &rv.view, root, &windows) {
                     let old = Arc::clone(&rv.view);
                     rv.publish(Arc::new(new));
-                    patched.insert(key, (old, delta));
+                    patched.push((key, old, delta));
                 }
             }
         }
 
         // 3. Tell the listeners, address space by address space.
-        let mut deltas: Vec<(AddressSpaceId, Cow<'_, Delta>)> = Vec::new();
+        let mut deltas: smallvec::SmallVec<[(AddressSpaceId, Cow<'_, Delta>); 4]> =
+            smallvec::SmallVec::new();
         let mut changed = !patched.is_empty();
         for (as_id, old) in &switched {
             let space = self.spaces.get(as_id.0).expect("live space");
@@ -350,7 +352,9 @@ impl Memory {
             let new = &self.roots[&space.flat_root].view;
             let delta = if let Some(old) = switched.get(&as_id) {
                 Cow::Owned(Delta::whole(old, new))
-            } else if let Some((old, delta)) = patched.get(&space.flat_root) {
+            } else if let Some((_, old, delta)) =
+                patched.iter().find(|(root, _, _)| *root == space.flat_root)
+            {
                 let wants_nop = space
                     .listeners
                     .iter()
@@ -450,6 +454,9 @@ impl Memory {
         }
     }
 }
+
+/// The views a commit changed: root, previous view, and what changed.
+type Patched = smallvec::SmallVec<[(Option<RegionId>, Arc<FlatView>, Delta); 2]>;
 
 fn regions_render(
     arena: &crate::id::Arena<crate::region::Region>,

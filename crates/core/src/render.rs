@@ -167,7 +167,7 @@ impl Regions<'_> {
         // Place the root at 0 whatever its address in a parent.
         let base = -(r.addr as i128);
         self.render(&mut out, root, base, (lo, hi), Inherited::default());
-        simplify(out.into_sorted().into_iter())
+        simplify(out.into_sorted())
     }
 
     fn render(
@@ -403,16 +403,16 @@ impl Partial {
     }
 }
 
-/// Merges neighbours that `can_merge`.
-fn simplify(ranges: impl Iterator<Item = FlatRange>) -> Vec<FlatRange> {
-    let mut out: Vec<FlatRange> = Vec::new();
-    for fr in ranges {
-        match out.last_mut() {
-            Some(prev) if prev.can_merge(&fr) => prev.last = fr.last,
-            _ => out.push(fr),
+/// Merges neighbours that `can_merge`, in place.
+fn simplify(mut ranges: Vec<FlatRange>) -> Vec<FlatRange> {
+    ranges.dedup_by(|next, prev| {
+        let merge = prev.can_merge(next);
+        if merge {
+            prev.last = next.last;
         }
-    }
-    out
+        merge
+    });
+    ranges
 }
 
 #[cfg(test)]
