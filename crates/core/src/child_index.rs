@@ -53,9 +53,14 @@ impl ChildIndex {
         for (&c, v) in &self.classes {
             let reach = if c >= 127 { i128::MAX / 2 } else { 1i128 << c };
             let from = lo - reach;
-            let a = v.partition_point(|(addr, _)| (*addr as i128) <= from);
+            // One search for the end; the start is found walking back,
+            // past the few children that can reach into the window.
             let b = v.partition_point(|(addr, _)| (*addr as i128) < hi);
-            out.extend(v[a..b.max(a)].iter().map(|(_, id)| *id));
+            let a = v[..b]
+                .iter()
+                .rposition(|(addr, _)| (*addr as i128) <= from)
+                .map_or(0, |k| k + 1);
+            out.extend(v[a..b].iter().map(|(_, id)| *id));
         }
     }
 }

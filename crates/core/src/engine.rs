@@ -84,20 +84,22 @@ impl Memory {
             if lo >= hi {
                 continue;
             }
-            if self.roots.contains_key(&Some(n)) {
-                self.damage.push((n, lo, hi));
-            }
             let node = self
                 .regions
                 .get(n.0)
                 .expect("tree edges point to live regions");
+            if node.renders_view {
+                debug_assert!(self.roots.contains_key(&Some(n)));
+                self.damage.push((n, lo, hi));
+            }
             if n != id && !node.enabled {
                 continue;
             }
             if let Some(p) = node.parent {
-                if !self.skip_count.contains_key(&p) || self.roots.contains_key(&Some(p)) {
+                let parent = self.regions.get(p.0).expect("live parent");
+                if !parent.skipped || parent.renders_view {
                     let a = node.addr as i128;
-                    let psize = self.regions.get(p.0).expect("live parent").size as i128;
+                    let psize = parent.size as i128;
                     stack.push((p, (lo + a).max(0), (hi + a).min(psize)));
                 }
             }
@@ -125,6 +127,7 @@ impl Memory {
             if *c == 0 {
                 self.skip_count.remove(r);
                 self.set_upward(*r, true);
+                self.mark_root_flags(*r, None, Some(false));
             }
         }
         for r in new {
@@ -132,6 +135,19 @@ impl Memory {
             *c += 1;
             if *c == 1 {
                 self.set_upward(*r, false);
+                self.mark_root_flags(*r, None, Some(true));
+            }
+        }
+    }
+
+    /// Mirrors `roots` and `skip_count` membership onto the region.
+    fn mark_root_flags(&mut self, id: RegionId, renders: Option<bool>, skipped: Option<bool>) {
+        if let Some(r) = self.regions.get_mut(id.0) {
+            if let Some(v) = renders {
+                r.renders_view = v;
+            }
+            if let Some(v) = skipped {
+                r.skipped = v;
             }
         }
     }
@@ -201,6 +217,9 @@ impl Memory {
         let view = Arc::clone(&rv.view);
         if rv.users.is_empty() {
             self.roots.remove(&root);
+            if let Some(r) = root {
+                self.mark_root_flags(r, Some(false), None);
+            }
         }
         view
     }
@@ -284,6 +303,9 @@ impl Memory {
             });
             rv.users.push(as_id);
             let cell = Arc::clone(&rv.cell);
+            if let Some(r) = root {
+                self.mark_root_flags(r, Some(true), None);
+            }
             self.spaces
                 .get(as_id.0)
                 .expect("live space")

@@ -201,6 +201,12 @@ pub struct Region {
     pub(crate) child_index: Option<Box<crate::child_index::ChildIndex>>,
     /// Bumped by `Memory::remap`.
     pub(crate) epoch: u16,
+    /// A flat view is rendered from this region (it keys `Memory::roots`);
+    /// kept here so damage walks need no map lookup.
+    pub(crate) renders_view: bool,
+    /// Damage walks need not climb into this region (it has an entry in
+    /// `Memory::skip_count`).
+    pub(crate) skipped: bool,
 }
 
 impl Region {
@@ -228,6 +234,8 @@ impl Region {
             linked_at: 0,
             child_index: None,
             epoch: 0,
+            renders_view: false,
+            skipped: false,
         }
     }
 
