@@ -2,8 +2,9 @@
 //! (see the `listener` module docs).
 
 use std::cmp::Ordering;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use crate::error::ListenerFailure;
+use crate::error::{ListenerFailure, ListenerPanic};
 use crate::flatview::{FlatRange, FlatView};
 use crate::id::{AddressSpaceId, Arena, ListenerId};
 use crate::ioevent::{FlatCoalesced, FlatIoeventfd};
@@ -24,11 +25,63 @@ pub(crate) struct ListenerEntry {
     pub(crate) refused_ranges: Vec<FlatRange>,
     /// Ioeventfds whose `eventfd_add` it refused.
     pub(crate) refused_fds: Vec<FdKey>,
+    /// IOMMU regions whose usage counters it contributes to, with how many
+    /// sections: what must be counted down when it leaves, however far a
+    /// commit got.
+    pub(crate) iommu_held: Vec<(crate::RegionId, u32)>,
+    /// The callback being run, for the report if it panics.
+    calling: &'static str,
+    /// Set when a callback panicked: the listener is not called again and
+    /// leaves at the end of the operation.
+    pub(crate) panicked: Option<ListenerPanic>,
 }
 
 impl ListenerEntry {
+    /// A fresh entry holding nothing.
+    pub(crate) fn new(
+        config: ListenerConfig,
+        address_space: AddressSpaceId,
+        seq: u64,
+        listener: Box<dyn Listener>,
+    ) -> ListenerEntry {
+        ListenerEntry {
+            config,
+            address_space,
+            seq,
+            listener,
+            refused_ranges: Vec::new(),
+            refused_fds: Vec::new(),
+            iommu_held: Vec::new(),
+            calling: "",
+            panicked: None,
+        }
+    }
+
     pub(crate) fn order_key(&self) -> (i32, u64) {
         (self.config.priority, self.seq)
+    }
+
+    /// Notes the callback about to run.
+    fn enter(&mut self, callback: &'static str) {
+        self.calling = callback;
+    }
+
+    /// Counts one IOMMU section of `region` up or down, in the shared
+    /// usage counters and in what this listener contributes.
+    fn hold_iommu(&mut self, iommu: &mut IommuState, region: crate::RegionId, up: bool) {
+        iommu.count(region, up);
+        let pos = self.iommu_held.iter().position(|(r, _)| *r == region);
+        match (pos, up) {
+            (Some(i), true) => self.iommu_held[i].1 += 1,
+            (None, true) => self.iommu_held.push((region, 1)),
+            (Some(i), false) => {
+                self.iommu_held[i].1 -= 1;
+                if self.iommu_held[i].1 == 0 {
+                    self.iommu_held.swap_remove(i);
+                }
+            }
+            (None, false) => unreachable!("a listener only gives back what it holds"),
+        }
     }
 
     fn take_refused_range(&mut self, fr: &FlatRange) -> bool {
@@ -161,19 +214,42 @@ pub(crate) struct Dispatcher<'a> {
 }
 
 impl Dispatcher<'_> {
+    /// Runs `f` on listener `id`, unless it is gone or has panicked.
+    /// A panic in `f` is caught and marks the listener panicked; `None`
+    /// then too.
     fn with<R>(
         &mut self,
         id: ListenerId,
         f: impl FnOnce(&mut ListenerEntry, &mut ListenerCx<'_>) -> R,
     ) -> Option<R> {
         let entry = self.listeners.get_mut(id.0)?;
+        if entry.panicked.is_some() {
+            return None;
+        }
         let mut cx = ListenerCx {
             regions: self.regions,
             iommu: &mut *self.iommu,
             address_space: entry.address_space,
             listener: id,
         };
-        Some(f(entry, &mut cx))
+        entry.calling = "";
+        // Unwind safety: the framework's own state is only changed between
+        // callbacks, so a panic leaves it whole; the listener that panicked
+        // is never called again.
+        match catch_unwind(AssertUnwindSafe(|| f(&mut *entry, &mut cx))) {
+            Ok(r) => Some(r),
+            Err(payload) => {
+                let panic = ListenerPanic {
+                    listener: id,
+                    name: entry.config.name.clone(),
+                    callback: entry.calling,
+                    message: panic_message(&*payload),
+                };
+                tracing::error!(listener = %panic.name, callback = panic.callback, message = %panic.message, "listener panicked; detaching it");
+                entry.panicked = Some(panic);
+                None
+            }
+        }
     }
 
     fn section(&self, as_id: AddressSpaceId, fr: &FlatRange) -> Section {
@@ -210,7 +286,8 @@ impl Dispatcher<'_> {
     pub(crate) fn bracket(&mut self, order: &[ListenerId], commit: bool) {
         for &id in order {
             self.with(id, |e, cx| {
-                tracing::trace!(listener = %e.config.name, event = if commit { "commit" } else { "begin" });
+                e.enter(if commit { "commit" } else { "begin" });
+                tracing::trace!(listener = %e.config.name, event = e.calling);
                 if commit {
                     e.listener.commit(cx)
                 } else {
@@ -288,13 +365,15 @@ impl Dispatcher<'_> {
                     return;
                 }
                 if !fr.dirty_log_mask.is_empty() {
+                    e.enter("log_stop");
                     tracing::trace!(listener = %e.config.name, event = "log_stop", start = fr.start, last = fr.last);
                     e.listener.log_stop(cx, &section, fr.dirty_log_mask, DirtyLogMask::EMPTY);
                 }
+                e.enter("region_del");
                 tracing::trace!(listener = %e.config.name, event = "region_del", start = fr.start, last = fr.last, region = %fr.region);
                 e.listener.region_del(cx, &section);
                 if e.config.iommu_user && section.kind == KindTag::Iommu {
-                    cx.iommu.count(fr.region, false);
+                    e.hold_iommu(cx.iommu, fr.region, false);
                 }
             });
         }
@@ -313,13 +392,15 @@ impl Dispatcher<'_> {
         let section = self.section(as_id, fr);
         for &id in order {
             let refused = self.with(id, |e, cx| {
+                e.enter("region_add");
                 tracing::trace!(listener = %e.config.name, event = "region_add", start = fr.start, last = fr.last, region = %fr.region);
                 match e.listener.region_add(cx, &section) {
                     Ok(()) => {
                         if e.config.iommu_user && section.kind == KindTag::Iommu {
-                            cx.iommu.count(fr.region, true);
+                            e.hold_iommu(cx.iommu, fr.region, true);
                         }
                         if !fr.dirty_log_mask.is_empty() {
+                            e.enter("log_start");
                             tracing::trace!(listener = %e.config.name, event = "log_start", start = fr.start, last = fr.last);
                             e.listener.log_start(cx, &section, DirtyLogMask::EMPTY, fr.dirty_log_mask);
                         }
@@ -359,9 +440,11 @@ impl Dispatcher<'_> {
                     return;
                 }
                 if e.config.wants_nop {
+                    e.enter("region_nop");
                     e.listener.region_nop(cx, &section);
                 }
                 if n & !o != 0 {
+                    e.enter("log_start");
                     tracing::trace!(listener = %e.config.name, event = "log_start", start = new.start, last = new.last);
                     e.listener.log_start(cx, &section, old.dirty_log_mask, new.dirty_log_mask);
                 }
@@ -373,6 +456,7 @@ impl Dispatcher<'_> {
                     if e.refused_range(new) {
                         return;
                     }
+                    e.enter("log_stop");
                     tracing::trace!(listener = %e.config.name, event = "log_stop", start = new.start, last = new.last);
                     e.listener.log_stop(cx, &section, old.dirty_log_mask, new.dirty_log_mask);
                 });
@@ -387,6 +471,7 @@ impl Dispatcher<'_> {
                     e.refused_fds.swap_remove(i);
                     return;
                 }
+                e.enter("eventfd_del");
                 tracing::trace!(listener = %e.config.name, event = "eventfd_del", addr = fd.addr);
                 e.listener.eventfd_del(cx, fd);
             });
@@ -396,6 +481,7 @@ impl Dispatcher<'_> {
     fn fd_added(&mut self, order: &[ListenerId], fd: &FlatIoeventfd) {
         for &id in order {
             let refused = self.with(id, |e, cx| {
+                e.enter("eventfd_add");
                 tracing::trace!(listener = %e.config.name, event = "eventfd_add", addr = fd.addr);
                 e.listener
                     .eventfd_add(cx, fd)
@@ -417,9 +503,11 @@ impl Dispatcher<'_> {
         let run = |d: &mut Self, id| {
             d.with(id, |e, cx| {
                 if add {
+                    e.enter("coalesced_io_add");
                     tracing::trace!(listener = %e.config.name, event = "coalesced_io_add", addr = c.addr);
                     e.listener.coalesced_io_add(cx, c)
                 } else {
+                    e.enter("coalesced_io_del");
                     tracing::trace!(listener = %e.config.name, event = "coalesced_io_del", addr = c.addr);
                     e.listener.coalesced_io_del(cx, c)
                 }
@@ -448,6 +536,7 @@ impl Dispatcher<'_> {
             for &id in order {
                 self.with(id, |e, cx| {
                     if !e.refused_range(fr) {
+                        e.enter("log_sync");
                         e.listener.log_sync(cx, &section);
                     }
                 });
@@ -459,7 +548,10 @@ impl Dispatcher<'_> {
     /// those already started (descending) and the refusal is returned.
     pub(crate) fn log_global_start(&mut self, order: &[ListenerId]) -> bool {
         for (n, &id) in order.iter().enumerate() {
-            let res = self.with(id, |e, cx| e.listener.log_global_start(cx));
+            let res = self.with(id, |e, cx| {
+                e.enter("log_global_start");
+                e.listener.log_global_start(cx)
+            });
             if let Some(Err(err)) = res {
                 self.fail(id, "log_global_start", None, err);
                 self.log_global_stop(&order[..n]);
@@ -472,8 +564,23 @@ impl Dispatcher<'_> {
     /// `log_global_stop`, descending.
     pub(crate) fn log_global_stop(&mut self, order: &[ListenerId]) {
         for &id in order.iter().rev() {
-            self.with(id, |e, cx| e.listener.log_global_stop(cx));
+            self.with(id, |e, cx| {
+                e.enter("log_global_stop");
+                e.listener.log_global_stop(cx)
+            });
         }
+    }
+}
+
+/// The text of a panic payload (`panic!` with a message gives a `&str` or
+/// a `String`).
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic without a message".to_owned()
     }
 }
 

@@ -17,12 +17,28 @@ pub struct ListenerFailure {
     pub message: String,
 }
 
+/// A listener callback that panicked. The listener was detached at that
+/// point: never called again, its holdings released (see the `listener`
+/// module's "Panics" section).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerPanic {
+    /// The listener (its handle is stale now).
+    pub listener: ListenerId,
+    /// Its name.
+    pub name: String,
+    /// The callback that panicked (`begin`, `region_add`, `log_sync`, ...).
+    pub callback: &'static str,
+    /// The panic's message.
+    pub message: String,
+}
+
 /// Everything that can go wrong in the core. Sorted by name.
 ///
 /// Every operation that returns an error has changed nothing, except
 /// where a change that was itself valid was applied and something a
 /// listener or an IOMMU model does in response failed:
-/// [`Error::ListenerRefused`] (see its docs), [`Error::IommuHook`] from a
+/// [`Error::ListenerRefused`] (see its docs), [`Error::ListenerPanicked`]
+/// and [`Error::NotifierPanicked`] (see theirs), [`Error::IommuHook`] from a
 /// commit (the change stands; after a failed `vfio_start` the region's
 /// sections were withdrawn from IOMMU users), and a refused
 /// `notify_flags_changed` when unregistering a notifier (the notifier is
@@ -116,6 +132,36 @@ pub enum Error {
     ListenerRefused {
         /// What was refused, in dispatch order (never empty).
         failures: Vec<ListenerFailure>,
+    },
+    /// One or more listener callbacks panicked.
+    ///
+    /// Each panicking listener was detached where it panicked: it is not
+    /// called again (not even `commit` or an unregistration's
+    /// deletions), the sections and ioeventfds it held are released
+    /// without telling it, its IOMMU notifiers are unregistered, its
+    /// contribution to IOMMU usage counters is counted down (with
+    /// `vfio_stop` where one reaches zero), and the listener is dropped.
+    /// Everything else **was applied**: the tree and views changed as
+    /// asked, every other listener saw the whole operation. From
+    /// `register_listener` it means the listener is not registered; from
+    /// `unregister_listener` or `destroy_address_space` that the listener
+    /// is gone (dropped, not handed back) and the operation finished.
+    #[error("{} listener(s) panicked and were detached, first: {} in {}: {}", panics.len(), panics[0].name, panics[0].callback, panics[0].message)]
+    ListenerPanicked {
+        /// The panics, in the order they happened (never empty).
+        panics: Vec<ListenerPanic>,
+        /// What the operation would have returned otherwise (other
+        /// listeners' refusals, a failed IOMMU hook), if anything.
+        other: Option<Box<Error>>,
+    },
+    /// An IOMMU notifier panicked. Every other notifier was told all the
+    /// same; the panicking one stays registered (its owner decides).
+    #[error("IOMMU notifier {notifier} panicked: {message}")]
+    NotifierPanicked {
+        /// The first notifier that panicked.
+        notifier: NotifierId,
+        /// The panic's message.
+        message: String,
     },
     /// A notifier with an inverted range or one past the region's end.
     #[error("notifier range [{start:#x}, {last:#x}] does not fit IOMMU region {region} of size {region_size:#x}")]

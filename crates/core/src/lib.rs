@@ -62,7 +62,7 @@ pub use access::{AccessError, MAX_TRANSLATION_DEPTH};
 pub use address_space::{ViewHandle, ViewReader};
 pub use backing::HostMemory;
 pub use engine::Engine;
-pub use error::{Error, ListenerFailure};
+pub use error::{Error, ListenerFailure, ListenerPanic};
 pub use flatview::{FlatRange, FlatView};
 pub use id::{AddressSpaceId, ListenerId, NotifierId, RegionId};
 pub use ioevent::{EventNotifier, FlatCoalesced, FlatIoeventfd, Ioeventfd};

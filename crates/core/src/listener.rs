@@ -60,6 +60,43 @@
 //! `eventfd_add` means that listener does not hold the section or fd (it
 //! gets nothing more about it, not even the deletion); dispatch goes on and
 //! the commit returns [`Error::ListenerRefused`](crate::Error::ListenerRefused).
+//!
+//! # Panics
+//!
+//! Every callback runs under `catch_unwind`. A listener that panics is
+//! *detached* at that point:
+//!
+//! - it is never called again — not for the rest of the commit, not
+//!   `commit`, not the deletions an unregistration would replay;
+//! - what it held is released without telling it: its contribution to
+//!   IOMMU usage counters is counted down exactly as far as it had got
+//!   (a section whose `region_add` panicked was never counted; one whose
+//!   `region_del` panicked still is, until the release), with
+//!   `vfio_stop` where a counter reaches zero, and the IOMMU notifiers
+//!   its callbacks registered are unregistered;
+//! - it leaves the address space and is dropped (a panic in its `Drop`
+//!   is caught and logged too).
+//!
+//! Everything else goes on: the tree changes as asked, the new views are
+//! published, every other listener hears the whole operation, and the
+//! operation returns [`Error::ListenerPanicked`](crate::Error::ListenerPanicked)
+//! naming the listener, the callback and the panic message (with any other
+//! error it would have returned). The change **was applied**. This holds
+//! for commits (including the outermost commit of nested transactions),
+//! registration (the listener is then not registered), both unregistration
+//! modes, `set_global_dirty_log` and `log_sync`.
+//!
+//! The framework changes its own state only between callbacks, so a panic
+//! cannot leave the tree or the counters half-updated; the panicking
+//! listener's own state is suspect, which is why it is never called again.
+//! IOMMU hooks are guarded the same way: a panicking `vfio_start` is a
+//! failed start, a panicking `vfio_stop` still leaves the region stopped,
+//! a panicking `notify_flags_changed` is a refusal, and a panicking
+//! [`IommuNotify`] does not keep an event from the other notifiers
+//! ([`Error::NotifierPanicked`](crate::Error::NotifierPanicked)).
+//! Panics in MMIO or IOMMU `translate` callbacks during a guest access
+//! happen on the reader's thread, against an immutable snapshot: they
+//! unwind to the caller of the access and cannot affect the tree.
 
 use std::fmt;
 use std::sync::Arc;

@@ -9,7 +9,7 @@ use smallvec::SmallVec;
 use crate::address_space::{AddressSpace, RootView, ViewCell, ViewHandle};
 use crate::dispatch::{Delta, Dispatcher, ListenerEntry};
 use crate::engine::Engine;
-use crate::error::{Error, ListenerFailure};
+use crate::error::{Error, ListenerFailure, ListenerPanic};
 use crate::flatview::FlatView;
 use crate::id::{next_space, AddressSpaceId, Arena, IdMap, ListenerId, Miss, RegionId};
 use crate::listener::{Listener, ListenerConfig, Unregister};
@@ -229,7 +229,8 @@ impl Memory {
 
     fn finish(&mut self) -> Result<(), Error> {
         let result = if std::mem::take(&mut self.pending) {
-            self.run_commit()
+            let result = self.run_commit();
+            self.settle(result)
         } else {
             Ok(())
         };
@@ -296,8 +297,13 @@ impl Memory {
     ) -> Result<Vec<Box<dyn Listener>>, Error> {
         let listeners = self.space(id)?.listeners.clone();
         let mut out = Vec::new();
+        let mut panics = Vec::new();
         for l in listeners.into_iter().rev() {
-            out.push(self.unregister_listener(l, Unregister::Replay)?);
+            match self.unregister_listener(l, Unregister::Replay) {
+                Ok(listener) => out.push(listener),
+                Err(Error::ListenerPanicked { panics: p, .. }) => panics.extend(p),
+                Err(e) => return Err(e),
+            }
         }
         self.publish_space(id, false);
         let space = self.spaces.remove(id.0).expect("checked");
@@ -310,6 +316,14 @@ impl Memory {
         self.listened.retain(|a| *a != id);
         if !space.fresh {
             self.leave_root(id, space.flat_root);
+        }
+        if !panics.is_empty() {
+            // The other listeners cannot ride along in the error: dropped.
+            out.into_iter().for_each(drop_quietly);
+            return Err(Error::ListenerPanicked {
+                panics,
+                other: None,
+            });
         }
         Ok(out)
     }
@@ -390,7 +404,9 @@ impl Memory {
     ///
     /// If the listener refuses anything during the replay, what it accepted
     /// is taken back (replayed as deletions), it is not registered, and
-    /// [`Error::ListenerRefused`] is returned.
+    /// [`Error::ListenerRefused`] is returned. If it panics, it is not
+    /// called again: what it accepted is released without telling it, it
+    /// is dropped, and [`Error::ListenerPanicked`] is returned.
     pub fn register_listener(
         &mut self,
         as_id: AddressSpaceId,
@@ -399,14 +415,7 @@ impl Memory {
     ) -> Result<ListenerId, Error> {
         self.space(as_id)?;
         self.listener_seq += 1;
-        let entry = ListenerEntry {
-            config,
-            address_space: as_id,
-            seq: self.listener_seq,
-            listener,
-            refused_ranges: Vec::new(),
-            refused_fds: Vec::new(),
-        };
+        let entry = ListenerEntry::new(config, as_id, self.listener_seq, listener);
         let key = entry.order_key();
         let id = ListenerId(self.listeners.insert(entry));
         let listeners = &self.listeners;
@@ -425,12 +434,26 @@ impl Memory {
         let view = self.committed(as_id)?;
         let empty = FlatView::default();
         let failures = self.replay_to(id, as_id, &empty, &view);
+        if self.has_panicked(id) {
+            // Nothing was started for it: counts go back before judging.
+            let panics = self.reap_panicked();
+            let hooks = self.judge_iommu();
+            return Err(Error::ListenerPanicked {
+                panics,
+                other: hooks.err().map(Box::new),
+            });
+        }
         let hooks = crate::notifier::judge(&self.regions, &mut self.iommu);
         if failures.is_empty() && hooks.is_empty() {
             return Ok(id);
         }
         self.replay_to(id, as_id, &view, &empty);
-        self.forget_listener(id);
+        if self.has_panicked(id) {
+            // It panicked while its refusal was undone.
+            self.reap_panicked();
+        } else {
+            self.forget_listener(id);
+        }
         // Undoing the replay brought the counts back: nothing to start.
         let _ = crate::notifier::judge(&self.regions, &mut self.iommu);
         if let Some((region, hook, message)) = hooks.into_iter().next() {
@@ -444,6 +467,11 @@ impl Memory {
     }
 
     /// Unregisters a listener and hands it back; see [`Unregister`].
+    ///
+    /// If it panics during a replay-mode unregistration, it is not called
+    /// again, what it still held is released without telling it, it is
+    /// dropped, and [`Error::ListenerPanicked`] is returned: it is gone
+    /// all the same.
     pub fn unregister_listener(
         &mut self,
         id: ListenerId,
@@ -453,11 +481,42 @@ impl Memory {
         if mode == Unregister::Replay {
             let view = self.committed(as_id)?;
             self.replay_to(id, as_id, &view, &FlatView::default());
-        } else if self.check_listener(id)?.config.iommu_user {
-            self.release_iommu_holdings(id, as_id)?;
         }
-        // Notifiers its callbacks registered and it did not take back go
-        // with it (detach mode never tells it to).
+        let entry = self.release_listener(id);
+        // Only stops can follow an unregistration; a failing one still
+        // leaves the region stopped (nothing uses it), so it is logged and
+        // the listener handed back.
+        if let Err(e) = self.judge_iommu() {
+            tracing::warn!(error = %e, "IOMMU hook failed while unregistering a listener");
+        }
+        if let Some(panic) = entry.panicked {
+            drop_quietly(entry.listener);
+            return Err(Error::ListenerPanicked {
+                panics: vec![panic],
+                other: None,
+            });
+        }
+        Ok(entry.listener)
+    }
+
+    /// Takes a listener out without telling it: what it still contributes
+    /// to IOMMU usage is counted down (after a replay-mode unregistration,
+    /// nothing), the notifiers its callbacks registered and did not take
+    /// back are unregistered, and its entry is handed back. Hooks are not
+    /// run: the caller judges usage.
+    fn release_listener(&mut self, id: ListenerId) -> ListenerEntry {
+        let held = std::mem::take(
+            &mut self
+                .listeners
+                .get_mut(id.0)
+                .expect("live listener")
+                .iommu_held,
+        );
+        for (region, n) in held {
+            for _ in 0..n {
+                self.iommu.count(region, false);
+            }
+        }
         let owned: Vec<crate::NotifierId> = self
             .iommu
             .notifiers
@@ -471,14 +530,56 @@ impl Memory {
                 tracing::warn!(error = %e, "IOMMU hook failed while dropping a leaving listener's notifier");
             }
         }
-        let listener = self.forget_listener(id);
-        // Only stops can follow an unregistration; a failing one still
-        // leaves the region stopped (nothing uses it), so it is logged and
-        // the listener handed back.
-        if let Err(e) = self.judge_iommu() {
-            tracing::warn!(error = %e, "IOMMU hook failed while unregistering a listener");
+        self.forget_listener(id)
+    }
+
+    fn has_panicked(&self, id: ListenerId) -> bool {
+        self.listeners
+            .get(id.0)
+            .is_some_and(|e| e.panicked.is_some())
+    }
+
+    /// Detaches and drops every listener that panicked; returns the
+    /// panics, in listener order. Hooks are not run.
+    fn reap_panicked(&mut self) -> Vec<ListenerPanic> {
+        let dead: Vec<ListenerId> = self
+            .listener_order
+            .iter()
+            .copied()
+            .filter(|l| self.has_panicked(*l))
+            .collect();
+        let mut panics = Vec::with_capacity(dead.len());
+        for id in dead {
+            let entry = self.release_listener(id);
+            panics.extend(entry.panicked);
+            drop_quietly(entry.listener);
         }
-        Ok(listener)
+        panics
+    }
+
+    /// Ends an operation that dispatched: listeners that panicked are
+    /// detached (with `vfio_stop` where usage reached zero), and `result`
+    /// is folded into [`Error::ListenerPanicked`] if any did.
+    fn settle(&mut self, result: Result<(), Error>) -> Result<(), Error> {
+        let panics = self.reap_panicked();
+        if panics.is_empty() {
+            return result;
+        }
+        let hooks = self.judge_iommu();
+        let gone = |l: ListenerId| panics.iter().any(|p| p.listener == l);
+        let other = match result {
+            Ok(()) => None,
+            Err(Error::ListenerRefused { failures }) => {
+                // A detached listener's own refusals no longer matter.
+                let failures: Vec<_> = failures.into_iter().filter(|f| !gone(f.listener)).collect();
+                (!failures.is_empty()).then_some(Error::ListenerRefused { failures })
+            }
+            Err(e) => Some(e),
+        };
+        Err(Error::ListenerPanicked {
+            panics,
+            other: other.or(hooks.err()).map(Box::new),
+        })
     }
 
     /// Tells one listener, in its own `begin` / `commit`, how its view goes
@@ -504,27 +605,6 @@ impl Memory {
         failures
     }
 
-    /// Detach mode: the listener dropped what it held without being told;
-    /// the framework still counts its IOMMU sections down.
-    fn release_iommu_holdings(
-        &mut self,
-        id: ListenerId,
-        as_id: AddressSpaceId,
-    ) -> Result<(), Error> {
-        let view = self.committed(as_id)?;
-        let entry = self.listeners.get(id.0).expect("checked");
-        for fr in view.ranges.iter() {
-            let is_iommu = self
-                .regions
-                .get(fr.region.0)
-                .is_some_and(|r| matches!(r.kind, crate::RegionKind::Iommu { .. }));
-            if is_iommu && !entry.refused_ranges.iter().any(|r| r.same_mapping(fr)) {
-                self.iommu.count(fr.region, false);
-            }
-        }
-        Ok(())
-    }
-
     /// Runs `vfio_start` / `vfio_stop` where usage crossed zero.
     pub(crate) fn judge_iommu(&mut self) -> Result<(), Error> {
         match crate::notifier::judge(&self.regions, &mut self.iommu)
@@ -540,7 +620,7 @@ impl Memory {
         }
     }
 
-    fn forget_listener(&mut self, id: ListenerId) -> Box<dyn Listener> {
+    fn forget_listener(&mut self, id: ListenerId) -> ListenerEntry {
         let entry = self.listeners.remove(id.0).expect("live listener");
         self.listener_order.retain(|l| *l != id);
         if let Some(space) = self.spaces.get_mut(entry.address_space.0) {
@@ -549,7 +629,7 @@ impl Memory {
                 self.listened.retain(|a| *a != entry.address_space);
             }
         }
-        entry.listener
+        entry
     }
 
     /// The configuration a listener was registered with.
@@ -653,7 +733,7 @@ impl Memory {
         };
         if on {
             if !d.log_global_start(&self.listener_order) {
-                return refused(failures);
+                return self.settle(refused(failures));
             }
         } else {
             d.log_global_stop(&self.listener_order);
@@ -678,7 +758,14 @@ impl Memory {
             failures: &mut failures,
         }
         .log_sync(as_id, &order, &view);
-        Ok(())
+        self.settle(Ok(()))
+    }
+}
+
+/// Drops a listener that may panic in its `Drop`.
+fn drop_quietly(listener: Box<dyn Listener>) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(listener))).is_err() {
+        tracing::error!("a detached listener panicked while being dropped");
     }
 }
 

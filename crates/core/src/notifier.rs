@@ -1,6 +1,7 @@
 //! The state behind IOMMU notifiers and usage counters, and the
 //! operations on it shared by `Memory` and listener contexts.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 use crate::error::Error;
@@ -76,6 +77,18 @@ impl IommuState {
     }
 }
 
+/// Runs an IOMMU model's hook; a panic in it becomes a failure whose
+/// message says so.
+fn guarded<T>(f: impl FnOnce() -> Result<T, crate::iommu::HookError>) -> Result<T, String> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(payload) => Err(format!(
+            "panicked: {}",
+            crate::dispatch::panic_message(&*payload)
+        )),
+    }
+}
+
 fn iommu_ops(regions: &Arena<Region>, region: RegionId) -> Result<&Arc<dyn IommuOps>, Error> {
     match regions.get(region.0) {
         Some(Region {
@@ -113,12 +126,12 @@ pub(crate) fn register_notifier(
     state.by_region.entry(region).or_default().push(id);
     let new = state.flags_of(region);
     if old != new {
-        if let Err(e) = ops.notify_flags_changed(old, new) {
+        if let Err(message) = guarded(|| ops.notify_flags_changed(old, new)) {
             forget_notifier(state, id);
             return Err(Error::IommuHook {
                 region,
                 hook: "notify_flags_changed",
-                message: e.to_string(),
+                message,
             });
         }
     }
@@ -153,12 +166,11 @@ pub(crate) fn unregister_notifier(
     let new = state.flags_of(region);
     if old != new {
         if let Ok(ops) = iommu_ops(regions, region) {
-            ops.notify_flags_changed(old, new)
-                .map_err(|e| Error::IommuHook {
-                    region,
-                    hook: "notify_flags_changed",
-                    message: e.to_string(),
-                })?;
+            guarded(|| ops.notify_flags_changed(old, new)).map_err(|message| Error::IommuHook {
+                region,
+                hook: "notify_flags_changed",
+                message,
+            })?;
         }
     }
     Ok(())
@@ -166,7 +178,8 @@ pub(crate) fn unregister_notifier(
 
 /// Sends the current mappings inside a notifier's range to it, as MAP
 /// events: through the ops' `replay`, or by translating every minimum
-/// page of the range.
+/// page of the range. A panic in the notifier or the ops ends the replay
+/// with [`Error::NotifierPanicked`].
 pub(crate) fn replay_notifier(
     regions: &Arena<Region>,
     state: &IommuState,
@@ -177,6 +190,15 @@ pub(crate) fn replay_notifier(
     if !n.flags.map {
         return Ok(0);
     }
+    catch_unwind(AssertUnwindSafe(|| replay_into(&**ops, n))).map_err(|payload| {
+        Error::NotifierPanicked {
+            notifier: id,
+            message: crate::dispatch::panic_message(&*payload),
+        }
+    })
+}
+
+fn replay_into(ops: &dyn IommuOps, n: &NotifierEntry) -> usize {
     let mut sent = 0;
     let mut deliver = |entry: &IommuTlbEntry| {
         if entry.perm.is_none() {
@@ -199,11 +221,13 @@ pub(crate) fn replay_notifier(
             }
         }
     }
-    Ok(sent)
+    sent
 }
 
 /// Delivers `event` to the notifiers of `region` whose flags and range
-/// match, cropped to their ranges. Returns how many were told.
+/// match, cropped to their ranges. Returns how many were told; if any
+/// panicked, the others are told all the same and the first panic is
+/// returned.
 pub(crate) fn notify(
     regions: &Arena<Region>,
     state: &IommuState,
@@ -216,6 +240,7 @@ pub(crate) fn notify(
         IommuEventKind::Unmap => f.unmap,
     };
     let mut told = 0;
+    let mut panicked = None;
     for id in state
         .by_region
         .get(&region)
@@ -230,11 +255,23 @@ pub(crate) fn notify(
             continue;
         }
         if let Some(ev) = event.crop(n.start, n.last) {
-            n.notify.notify(&ev);
-            told += 1;
+            match catch_unwind(AssertUnwindSafe(|| n.notify.notify(&ev))) {
+                Ok(()) => told += 1,
+                Err(payload) => {
+                    let message = crate::dispatch::panic_message(&*payload);
+                    tracing::error!(notifier = %id, %message, "IOMMU notifier panicked");
+                    panicked.get_or_insert(Error::NotifierPanicked {
+                        notifier: *id,
+                        message,
+                    });
+                }
+            }
         }
     }
-    Ok(told)
+    match panicked {
+        None => Ok(told),
+        Some(e) => Err(e),
+    }
 }
 
 /// Runs `vfio_start` / `vfio_stop` for the regions whose count changed,
@@ -261,19 +298,20 @@ pub(crate) fn judge(
         };
         let (hook, result) = if want {
             tracing::debug!(%region, "vfio_start");
-            ("vfio_start", ops.vfio_start())
+            ("vfio_start", guarded(|| ops.vfio_start()))
         } else {
             tracing::debug!(%region, "vfio_stop");
-            ("vfio_stop", ops.vfio_stop())
+            ("vfio_stop", guarded(|| ops.vfio_stop()))
         };
         let u = state.usage.entry(region).or_default();
         match result {
             Ok(()) => u.started = want,
-            Err(e) => {
-                // A failed start leaves the region not started; a failed
-                // stop still leaves it stopped: nothing uses it.
+            Err(message) => {
+                // A failed (or panicking) start leaves the region not
+                // started; a failed stop still leaves it stopped: nothing
+                // uses it.
                 u.started = false;
-                failures.push((region, hook, e.to_string()));
+                failures.push((region, hook, message));
             }
         }
         if u.count == 0 && !u.started {
