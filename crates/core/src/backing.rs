@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use crate::error::Error;
 
@@ -12,15 +13,22 @@ use crate::error::Error;
 /// memory is shared with other threads (vCPUs, devices, KVM), so accesses
 /// go through [`read`](Self::read) and [`write`](Self::write), which copy
 /// bytes and never hand out references into the block.
+///
+/// Each byte is copied with a relaxed atomic access, so threads that read
+/// and write the same bytes at once do not race in Rust's memory model:
+/// every byte read is one some thread wrote. Wider values are not atomic
+/// as a whole (two concurrent writes of the same 8 bytes may interleave),
+/// as with DMA on real hardware; ordering between threads is the
+/// caller's business (e.g. a doorbell with acquire/release semantics).
 pub struct HostMemory {
     ptr: NonNull<u8>,
     len: usize,
 }
 
 // SAFETY: the mapping is plain memory owned by this value; every access
-// copies bytes through raw pointers and never creates Rust references to
-// the shared bytes, so moving or sharing the handle between threads is
-// sound (the same contract as vm-memory's mmap regions).
+// copies bytes with atomic byte accesses and never creates non-atomic Rust
+// references to the shared bytes, so moving or sharing the handle between
+// threads is sound.
 unsafe impl Send for HostMemory {}
 // SAFETY: see the `Send` impl: no `&`-access to the bytes is ever handed out.
 unsafe impl Sync for HostMemory {}
@@ -35,6 +43,9 @@ impl HostMemory {
             .ok()
             .filter(|&n| n > 0 && n <= isize::MAX as usize)
             .ok_or(Error::BackingAllocation { size: len })?;
+        // Miri's mmap accepts only MAP_PRIVATE | MAP_ANONYMOUS; leaving out
+        // NORESERVE changes only how the kernel accounts the pages.
+        let noreserve = if cfg!(miri) { 0 } else { libc::MAP_NORESERVE };
         // SAFETY: a fresh private anonymous mapping at a kernel-chosen
         // address; no existing memory is affected. The result is checked.
         let ptr = unsafe {
@@ -42,7 +53,7 @@ impl HostMemory {
                 std::ptr::null_mut(),
                 size,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | noreserve,
                 -1,
                 0,
             )
@@ -84,24 +95,35 @@ impl HostMemory {
         }
     }
 
+    /// The bytes `[start, start + len)` of the mapping, as atomics.
+    fn bytes(&self, start: usize, len: usize) -> &[AtomicU8] {
+        assert!(
+            start <= self.len && len <= self.len - start,
+            "[{start:#x}, +{len:#x}) outside the mapping"
+        );
+        // SAFETY: the range lies inside the mapping, which lives as long
+        // as `self`, is readable and writable, and is only ever accessed
+        // through atomics (or by the guest, outside Rust); AtomicU8 has the
+        // size and alignment of u8.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(start).cast::<AtomicU8>(), len) }
+    }
+
     /// Copies `buf.len()` bytes starting at `offset` into `buf`.
     pub fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), Error> {
         let start = self.check(offset, buf.len())?;
-        // SAFETY: `check` proved start + len lies inside the mapping, which
-        // lives as long as `self`; `buf` is a distinct Rust allocation.
-        unsafe {
-            std::ptr::copy_nonoverlapping(self.ptr.as_ptr().add(start), buf.as_mut_ptr(), buf.len())
-        };
+        let len = buf.len();
+        for (b, a) in buf.iter_mut().zip(self.bytes(start, len)) {
+            *b = a.load(Ordering::Relaxed);
+        }
         Ok(())
     }
 
     /// Copies `buf` into the block starting at `offset`.
     pub fn write(&self, offset: u64, buf: &[u8]) -> Result<(), Error> {
         let start = self.check(offset, buf.len())?;
-        // SAFETY: as in `read`; the mapping is writable.
-        unsafe {
-            std::ptr::copy_nonoverlapping(buf.as_ptr(), self.ptr.as_ptr().add(start), buf.len())
-        };
+        for (b, a) in buf.iter().zip(self.bytes(start, buf.len())) {
+            a.store(*b, Ordering::Relaxed);
+        }
         Ok(())
     }
 }
@@ -152,6 +174,32 @@ mod tests {
                 len: 4096
             }
         );
+    }
+
+    #[test]
+    fn threads_writing_the_same_bytes_do_not_race() {
+        // Under Miri this is the check that matters: plain copies here
+        // would be a data race.
+        let mem = std::sync::Arc::new(HostMemory::anonymous(4096).unwrap());
+        let writers: Vec<_> = (1..=2u8)
+            .map(|v| {
+                let mem = mem.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..8 {
+                        mem.write(8, &[v; 8]).unwrap();
+                        let mut buf = [0u8; 8];
+                        mem.read(8, &mut buf).unwrap();
+                        assert!(buf.iter().all(|&b| b == 1 || b == 2), "{buf:?}");
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        let mut buf = [0u8; 8];
+        mem.read(8, &mut buf).unwrap();
+        assert!(buf.iter().all(|&b| b == 1 || b == 2), "{buf:?}");
     }
 
     #[test]
