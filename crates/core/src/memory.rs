@@ -66,6 +66,17 @@ impl Default for Memory {
     }
 }
 
+impl Drop for Memory {
+    fn drop(&mut self) {
+        // Views hold the table of reader handles (for IOMMU translations)
+        // and the table holds the handles that lead to the views: empty
+        // it, or every view, and the host memory it maps, would outlive
+        // the map. Readers' snapshots stay valid; their IOMMU
+        // translations find no address space any more.
+        self.space_table.store(Arc::default());
+    }
+}
+
 impl std::fmt::Debug for Memory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Memory")

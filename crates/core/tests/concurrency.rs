@@ -376,3 +376,25 @@ fn readers_see_whole_commits_while_a_writer_commits() {
         "every reader checked snapshots"
     );
 }
+
+#[test]
+fn snapshots_outlive_the_memory_and_host_memory_is_freed_after_both() {
+    let mut m = machine();
+    let backing = m.mem.region(m.x).unwrap().backing().unwrap().clone();
+    let weak = Arc::downgrade(&backing);
+    drop(backing);
+    let handle = m.mem.view_handle(m.sys).unwrap();
+    let snapshot = handle.load();
+    drop(m);
+    // The reader's snapshot still serves X's memory...
+    snapshot.write(slot_addr(0), &[7]).unwrap();
+    let mut buf = [0u8; 1];
+    snapshot.read(slot_addr(0), &mut buf).unwrap();
+    assert_eq!(buf, [7]);
+    assert!(weak.upgrade().is_some());
+    // ...and once readers let go, nothing keeps it (views and the table of
+    // reader handles used to hold each other).
+    drop(snapshot);
+    drop(handle);
+    assert!(weak.upgrade().is_none(), "host memory outlived every user");
+}
