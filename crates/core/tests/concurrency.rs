@@ -379,7 +379,7 @@ fn readers_see_whole_commits_while_a_writer_commits() {
 
 #[test]
 fn snapshots_outlive_the_memory_and_host_memory_is_freed_after_both() {
-    let mut m = machine();
+    let m = machine();
     let backing = m.mem.region(m.x).unwrap().backing().unwrap().clone();
     let weak = Arc::downgrade(&backing);
     drop(backing);
