@@ -15,8 +15,10 @@ pub use addrspace_mtree as mtree;
 
 pub mod bench;
 pub mod demo;
+pub mod describe;
 pub mod pc;
 pub mod pseries;
+pub mod replay;
 #[cfg(feature = "vm-memory")]
 pub mod vm_memory;
 

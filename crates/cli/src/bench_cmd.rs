@@ -10,9 +10,11 @@ use addrspace::bench::{count_events, mean_median_ns, toggle, ScaleMachine, BAR_B
 use addrspace::mtree::{build, parse};
 use addrspace::{Engine, ViewReader};
 use clap::Subcommand;
+use serde::Serialize;
 
 use crate::error::CliError;
 use crate::mtree_cmd::{load_hints, read};
+use crate::plot::{loglog, Panel, Series};
 
 /// The `bench` subcommands.
 #[derive(Debug, Subcommand)]
@@ -29,8 +31,11 @@ pub enum BenchCommand {
     /// flat_ranges=.. engine=..` (flat_ranges: ranges of all distinct
     /// views).
     ///
-    /// Example: addrspace bench toggle tests/data/conformance/qemu-7.2/x86_64-q35-e1000x200.tree
-    /// --hints tests/data/conformance/qemu-7.2/x86_64-q35-e1000x200.flat --region e1000-mmio
+    #[command(after_help = "EXAMPLES:
+  addrspace bench toggle tests/data/conformance/qemu-7.2/x86_64-q35-e1000x200.tree \\
+      --hints tests/data/conformance/qemu-7.2/x86_64-q35-e1000x200.flat --region e1000-mmio
+  addrspace bench toggle tests/data/conformance/qemu-7.2/x86_64-q35-S.tree --region pc.rom \\
+      --engine reference --count 200 --json")]
     Toggle {
         /// The `info mtree -D` text.
         tree: PathBuf,
@@ -52,13 +57,28 @@ pub enum BenchCommand {
         /// Listen on every address space, not only `memory`.
         #[arg(long)]
         listen_all: bool,
+        /// Print one JSON document instead of the two lines.
+        #[arg(long)]
+        json: bool,
     },
     /// Synthetic machines at VM scale: commit cost against region and
     /// address-space counts for both engines, lookups, memory.
+    #[command(after_help = "EXAMPLES:
+  cargo run --release -p addrspace-cli -- bench scale
+  addrspace bench scale --quick --json
+  # The plot of the book's performance chapter:
+  cargo run --release -p addrspace-cli -- bench scale --svg book/src/images/bench-scale.svg")]
     Scale {
         /// Fewer commits per row (for smoke tests).
         #[arg(long)]
         quick: bool,
+        /// Print one JSON document instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// Also draw commit time against region and address-space counts,
+        /// both engines, as an SVG chart.
+        #[arg(long, value_name = "OUT")]
+        svg: Option<PathBuf>,
     },
 }
 
@@ -74,6 +94,7 @@ impl BenchCommand {
                 count,
                 engine,
                 listen_all,
+                json,
             } => {
                 let h = load_hints(flat.as_deref(), readonly_aliases)?;
                 let dump = parse(&read(&tree)?).map_err(|e| CliError::parse(&tree, e))?;
@@ -98,12 +119,29 @@ impl BenchCommand {
                 let mem = built.memory_mut();
                 mem.set_engine(engine);
                 let counter = count_events(mem, &spaces)?;
+                let bar = crate::progress::bar(1, "toggle");
                 let times = toggle(mem, target, count)?;
+                bar.finish_and_clear();
                 let (mean, median) = mean_median_ns(&times);
                 let mut roots: Vec<_> = all.iter().filter_map(|a| mem.view(*a).ok()).collect();
                 roots.sort_by_key(|v| std::sync::Arc::as_ptr(v) as usize);
                 roots.dedup_by_key(|v| std::sync::Arc::as_ptr(v) as usize);
                 let ranges: usize = roots.iter().map(|v| v.ranges.len()).sum();
+                if json {
+                    return crate::json::emit(
+                        out,
+                        &serde_json::json!({
+                            "region": region,
+                            "commits": count,
+                            "events": counter.get(),
+                            "mean_commit_ns": mean,
+                            "median_commit_ns": median,
+                            "address_spaces": all.len(),
+                            "flat_ranges": ranges,
+                            "engine": engine.name(),
+                        }),
+                    );
+                }
                 let w =
                     |out: &mut dyn Write, s: String| writeln!(out, "{s}").map_err(CliError::Write);
                 w(
@@ -122,30 +160,63 @@ impl BenchCommand {
                     ),
                 )
             }
-            BenchCommand::Scale { quick } => scale(out, quick),
+            BenchCommand::Scale { quick, json, svg } => {
+                let r = measure(quick)?;
+                if let Some(path) = svg {
+                    std::fs::write(&path, plot(&r, quick)).map_err(|e| {
+                        CliError::Write(std::io::Error::new(
+                            e.kind(),
+                            format!("{}: {e}", path.display()),
+                        ))
+                    })?;
+                }
+                if json {
+                    crate::json::emit(out, &r)
+                } else {
+                    print_scale(out, &r)
+                }
+            }
         }
     }
 }
 
-fn scale(out: &mut dyn Write, quick: bool) -> Result<(), CliError> {
-    let w = |out: &mut dyn Write, s: String| writeln!(out, "{s}").map_err(CliError::Write);
+/// One row of `bench scale`: median one-region commit of each engine.
+#[derive(Debug, Serialize)]
+struct ScaleRow {
+    regions: usize,
+    spaces: usize,
+    incremental_ns: f64,
+    reference_ns: f64,
+}
+
+/// Everything `bench scale` measures.
+#[derive(Debug, Serialize)]
+struct ScaleResults {
+    commits: usize,
+    rows: Vec<ScaleRow>,
+    ratio_100k_1k_regions: f64,
+    ratio_1000_1_spaces: f64,
+    lookup_ranges: usize,
+    lookup_random_ns: f64,
+    lookup_repeated_ns: f64,
+    bytes_per_flat_range: f64,
+    bytes_per_address_space: f64,
+}
+
+/// The machines measured: (regions, address spaces).
+const SHAPES: [(usize, usize); 5] = [
+    (1_000, 1),
+    (10_000, 1),
+    (100_000, 1),
+    (10_000, 100),
+    (10_000, 1_000),
+];
+
+fn measure(quick: bool) -> Result<ScaleResults, CliError> {
     let commits = if quick { 50 } else { 2000 };
-    w(out, "one-region commit (median ns; a BAR toggled in and out; one counting listener on `memory`)".into())?;
-    w(
-        out,
-        format!(
-            "{:>8} {:>7} {:>12} {:>12} {:>8}",
-            "regions", "spaces", "incremental", "reference", "speedup"
-        ),
-    )?;
     let mut rows = Vec::new();
-    for (regions, spaces) in [
-        (1_000, 1),
-        (10_000, 1),
-        (100_000, 1),
-        (10_000, 100),
-        (10_000, 1_000),
-    ] {
+    let bar = crate::progress::bar(SHAPES.len() as u64 + 2, "bench scale");
+    for (regions, spaces) in SHAPES {
         let mut medians = [0.0; 2];
         for (k, engine) in [Engine::Incremental, Engine::Reference]
             .into_iter()
@@ -163,36 +234,21 @@ fn scale(out: &mut dyn Write, quick: bool) -> Result<(), CliError> {
             };
             medians[k] = mean_median_ns(&toggle(&mut m.mem, bar, n)?).1;
         }
-        rows.push((regions, spaces, medians[0]));
-        w(
-            out,
-            format!(
-                "{regions:>8} {spaces:>7} {:>12.0} {:>12.0} {:>7.0}x",
-                medians[0],
-                medians[1],
-                medians[1] / medians[0]
-            ),
-        )?;
+        bar.inc(1);
+        rows.push(ScaleRow {
+            regions,
+            spaces,
+            incremental_ns: medians[0],
+            reference_ns: medians[1],
+        });
     }
     let at = |r: usize, s: usize| {
         rows.iter()
-            .find(|x| x.0 == r && x.1 == s)
-            .map_or(f64::NAN, |x| x.2)
+            .find(|x| x.regions == r && x.spaces == s)
+            .map_or(f64::NAN, |x| x.incremental_ns)
     };
-    w(
-        out,
-        format!(
-            "ratio 100k/1k regions: {:.2} (target <= 3)",
-            at(100_000, 1) / at(1_000, 1)
-        ),
-    )?;
-    w(
-        out,
-        format!(
-            "ratio 1000/1 spaces:   {:.2} (target <= 2)",
-            at(10_000, 1_000) / at(10_000, 1)
-        ),
-    )?;
+    let ratio_regions = at(100_000, 1) / at(1_000, 1);
+    let ratio_spaces = at(10_000, 1_000) / at(10_000, 1);
 
     // Lookups over 10k ranges.
     let m = ScaleMachine::new(10_000, 1)?;
@@ -221,7 +277,8 @@ fn scale(out: &mut dyn Write, quick: bool) -> Result<(), CliError> {
     }
     let repeated = t.elapsed().as_nanos() as f64 / n as f64;
     black_box(hits);
-    w(out, format!("lookup over {} ranges: random {random:.1} ns (target <= 20), repeated hit {repeated:.1} ns (target <= 3)", view.ranges.len()))?;
+    let lookup_ranges = view.ranges.len();
+    bar.inc(1);
 
     // Memory, measured by the counting allocator.
     let before = crate::alloc::live_bytes();
@@ -236,6 +293,113 @@ fn scale(out: &mut dyn Write, quick: bool) -> Result<(), CliError> {
     let with_spaces = crate::alloc::live_bytes() - before;
     drop(m);
     let per_space = (with_spaces - one) as f64 / 1_000.0;
-    w(out, format!("memory: {per_range:.1} bytes per flat range (target <= 64); {per_space:.0} bytes per address space sharing a view, its bus-master container and alias included (target <= 1024)"))?;
+    bar.finish_and_clear();
+    Ok(ScaleResults {
+        commits,
+        rows,
+        ratio_100k_1k_regions: ratio_regions,
+        ratio_1000_1_spaces: ratio_spaces,
+        lookup_ranges,
+        lookup_random_ns: random,
+        lookup_repeated_ns: repeated,
+        bytes_per_flat_range: per_range,
+        bytes_per_address_space: per_space,
+    })
+}
+
+fn print_scale(out: &mut dyn Write, r: &ScaleResults) -> Result<(), CliError> {
+    let w = |out: &mut dyn Write, s: String| writeln!(out, "{s}").map_err(CliError::Write);
+    w(out, "one-region commit (median ns; a BAR toggled in and out; one counting listener on `memory`)".into())?;
+    w(
+        out,
+        format!(
+            "{:>8} {:>7} {:>12} {:>12} {:>8}",
+            "regions", "spaces", "incremental", "reference", "speedup"
+        ),
+    )?;
+    for row in &r.rows {
+        w(
+            out,
+            format!(
+                "{:>8} {:>7} {:>12.0} {:>12.0} {:>7.0}x",
+                row.regions,
+                row.spaces,
+                row.incremental_ns,
+                row.reference_ns,
+                row.reference_ns / row.incremental_ns
+            ),
+        )?;
+    }
+    w(
+        out,
+        format!(
+            "ratio 100k/1k regions: {:.2} (target <= 3)",
+            r.ratio_100k_1k_regions
+        ),
+    )?;
+    w(
+        out,
+        format!(
+            "ratio 1000/1 spaces:   {:.2} (target <= 2)",
+            r.ratio_1000_1_spaces
+        ),
+    )?;
+    w(out, format!("lookup over {} ranges: random {:.1} ns (target <= 20), repeated hit {:.1} ns (target <= 3)", r.lookup_ranges, r.lookup_random_ns, r.lookup_repeated_ns))?;
+    w(out, format!("memory: {:.1} bytes per flat range (target <= 64); {:.0} bytes per address space sharing a view, its bus-master container and alias included (target <= 1024)", r.bytes_per_flat_range, r.bytes_per_address_space))?;
     Ok(())
+}
+
+/// The chart of `bench scale --svg`: commit time against regions (one
+/// address space) and against address spaces (10k regions).
+fn plot(r: &ScaleResults, quick: bool) -> String {
+    let series = |pick: &dyn Fn(&ScaleRow) -> Option<f64>, key: &dyn Fn(&ScaleRow) -> f64| {
+        let mut inc = Vec::new();
+        let mut refr = Vec::new();
+        for row in &r.rows {
+            if pick(row).is_some() {
+                inc.push((key(row), row.incremental_ns));
+                refr.push((key(row), row.reference_ns));
+            }
+        }
+        vec![
+            Series {
+                label: "incremental engine".into(),
+                colour: "#1e88e5",
+                points: inc,
+            },
+            Series {
+                label: "reference engine (renders everything)".into(),
+                colour: "#f4511e",
+                points: refr,
+            },
+        ]
+    };
+    let panels = [
+        Panel {
+            title: "one address space".into(),
+            x_label: "regions (BARs under one container)".into(),
+            y_label: "median commit time".into(),
+            series: series(&|row| (row.spaces == 1).then_some(0.0), &|row| {
+                row.regions as f64
+            }),
+        },
+        Panel {
+            title: "10k regions".into(),
+            x_label: "address spaces sharing the view".into(),
+            y_label: "median commit time".into(),
+            series: series(&|row| (row.regions == 10_000).then_some(0.0), &|row| {
+                row.spaces as f64
+            }),
+        },
+    ];
+    let note = format!(
+        "one BAR toggled in and out, one counting listener on `memory`; {} commits per point (incremental){}",
+        r.commits,
+        if quick { "; --quick run" } else { "" }
+    );
+    loglog(
+        "addrspace bench scale: one-region commit cost",
+        &note,
+        &panels,
+    )
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use addrspace::mtree::{BuildError, HintsError, ParseError};
 
-/// Why a command failed. Sorted by name.
+/// Why a command failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     /// A dump parsed but could not be built.
@@ -59,6 +59,15 @@ pub enum CliError {
     /// The demo failed to run.
     #[error("demo: {0}")]
     Demo(String),
+    /// A replay script could not be read.
+    #[error("{0}")]
+    Script(#[from] addrspace::replay::ScriptError),
+    /// A replay stopped: a bad command, a refusal, a failed expectation.
+    #[error("{0}")]
+    Replay(#[from] addrspace::replay::ReplayError),
+    /// The command line asks for something that does not exist.
+    #[error("{0}")]
+    Usage(String),
     /// Output could not be written.
     #[error("writing output: {0}")]
     Write(io::Error),
@@ -73,6 +82,28 @@ fn build_detail(err: &BuildError) -> String {
 }
 
 impl CliError {
+    /// The exit status: 2 for the user's mistakes (a missing or malformed
+    /// file, an unknown name, a bad script line), 1 when the work itself
+    /// failed (a refused change, a failed expectation, violations).
+    pub fn exit_code(&self) -> u8 {
+        use addrspace::replay::ReplayError;
+        match self {
+            CliError::Build { .. }
+            | CliError::Hints { .. }
+            | CliError::Parse { .. }
+            | CliError::NoSuchRegion { .. }
+            | CliError::Read { .. }
+            | CliError::Script(_)
+            | CliError::Usage(_)
+            | CliError::Replay(ReplayError::Usage { .. }) => 2,
+            CliError::DemoViolations(_)
+            | CliError::Memory(_)
+            | CliError::Demo(_)
+            | CliError::Replay(_)
+            | CliError::Write(_) => 1,
+        }
+    }
+
     /// A parse error in `path`.
     pub fn parse(path: impl Into<PathBuf>, source: ParseError) -> CliError {
         CliError::Parse {

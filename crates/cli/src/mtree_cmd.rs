@@ -6,13 +6,20 @@ use std::path::{Path, PathBuf};
 use addrspace::mtree::{build, parse, print_flat, print_tree, Built, Hints};
 use clap::Subcommand;
 
+use addrspace::describe::RangeInfo;
+
 use crate::error::CliError;
+use crate::json;
 
 /// The `mtree` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum MtreeCommand {
     /// Build an `info mtree -D` dump and print its flat views as
     /// `info mtree -f` does.
+    #[command(after_help = "EXAMPLES:
+  addrspace mtree flat tests/data/conformance/qemu-7.2/x86_64-q35-S.tree \\
+      --hints tests/data/conformance/qemu-7.2/x86_64-q35-S.flat
+  addrspace mtree flat tests/data/conformance/qemu-7.2/x86_64-q35-S.tree --json")]
     Flat {
         /// The `info mtree -D` text.
         tree: PathBuf,
@@ -24,11 +31,55 @@ pub enum MtreeCommand {
         /// are `pam-rom`); repeatable.
         #[arg(long = "readonly-alias", value_name = "NAME")]
         readonly_aliases: Vec<String>,
+        /// Print one JSON document: every address space with its ranges
+        /// (region, kind, offset, attributes, the alias it is seen
+        /// through; addresses as hex strings).
+        #[arg(long)]
+        json: bool,
     },
     /// Build an `info mtree -D` dump and print its tree back.
+    #[command(after_help = "EXAMPLES:
+  addrspace mtree tree tests/data/conformance/qemu-7.2/x86_64-q35-S.tree")]
     Tree {
         /// The `info mtree -D` text.
         tree: PathBuf,
+    },
+    /// What a listener would hear going from the machine of dump A to the
+    /// machine of dump B.
+    ///
+    /// Both dumps are built; per address space (paired by name) their flat
+    /// views are compared as the dispatcher compares an old view with a
+    /// new one: a range identical in both is a region_nop, every other
+    /// range of A a region_del and every other range of B a region_add
+    /// (deletions first, in address order). The dumps are separate
+    /// machines, so regions are matched by name and kind. Address spaces
+    /// in only one dump are named as such.
+    #[command(after_help = "EXAMPLES:
+  # The q35 machine from reset (-S) to a booted guest:
+  addrspace mtree diff tests/data/conformance/qemu-7.2/x86_64-q35-S.tree \\
+      tests/data/conformance/qemu-7.2/x86_64-q35-booted.tree --as memory
+  # The same, for a program:
+  addrspace mtree diff A.tree B.tree --hints-a A.flat --hints-b B.flat --json")]
+    Diff {
+        /// The `info mtree -D` text of the machine before.
+        a: PathBuf,
+        /// The `info mtree -D` text of the machine after.
+        b: PathBuf,
+        /// `info mtree -f` text of A (see `mtree flat --hints`).
+        #[arg(long, value_name = "FLAT")]
+        hints_a: Option<PathBuf>,
+        /// `info mtree -f` text of B.
+        #[arg(long, value_name = "FLAT")]
+        hints_b: Option<PathBuf>,
+        /// Read-only alias names, for both dumps (repeatable).
+        #[arg(long = "readonly-alias", value_name = "NAME")]
+        readonly_aliases: Vec<String>,
+        /// Only this address space.
+        #[arg(long = "as", value_name = "NAME")]
+        space: Option<String>,
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -40,10 +91,34 @@ impl MtreeCommand {
                 tree,
                 hints,
                 readonly_aliases,
+                json,
             } => {
                 let h = load_hints(hints.as_deref(), readonly_aliases)?;
                 let built = load(&tree, &h)?;
-                emit(out, &print_flat(built.memory(), &built.space_ids())?)
+                if json {
+                    flat_json(out, &built)
+                } else {
+                    emit(out, &print_flat(built.memory(), &built.space_ids())?)
+                }
+            }
+            MtreeCommand::Diff {
+                a,
+                b,
+                hints_a,
+                hints_b,
+                readonly_aliases,
+                space,
+                json,
+            } => {
+                let ha = load_hints(hints_a.as_deref(), readonly_aliases.clone())?;
+                let hb = load_hints(hints_b.as_deref(), readonly_aliases)?;
+                let (a, b) = (load(&a, &ha)?, load(&b, &hb)?);
+                let diffs = crate::diff::diff(&a, &b, space.as_deref())?;
+                if json {
+                    crate::diff::print_json(out, &diffs)
+                } else {
+                    crate::diff::print(out, &diffs)
+                }
             }
             MtreeCommand::Tree { tree } => {
                 let built = load(&tree, &Hints::new())?;
@@ -79,8 +154,24 @@ pub(crate) fn load_hints(
     Ok(h)
 }
 
+/// `mtree flat --json`: `{"address_spaces": [{"name", "ranges"}]}`.
+fn flat_json(out: &mut dyn Write, built: &Built) -> Result<(), CliError> {
+    let mem = built.memory();
+    let mut spaces = Vec::new();
+    for (name, id) in built.address_spaces() {
+        let view = mem.view(*id)?;
+        let ranges = view
+            .ranges
+            .iter()
+            .map(|r| Ok(json::Range::from(&RangeInfo::of(mem, *id, r)?)))
+            .collect::<Result<Vec<_>, addrspace::Error>>()?;
+        spaces.push(serde_json::json!({ "name": name, "ranges": ranges }));
+    }
+    json::emit(out, &serde_json::json!({ "address_spaces": spaces }))
+}
+
 /// Reads, parses and builds a tree file.
-fn load(path: &Path, hints: &Hints) -> Result<Built, CliError> {
+pub(crate) fn load(path: &Path, hints: &Hints) -> Result<Built, CliError> {
     let dump = parse(&read(path)?).map_err(|e| CliError::parse(path, e))?;
     build(&dump, hints).map_err(|source| CliError::Build {
         path: path.to_owned(),
@@ -125,6 +216,7 @@ mod tests {
             tree: path,
             hints: None,
             readonly_aliases: vec!["ro".into()],
+            json: false,
         };
         cmd.run(&mut out).unwrap();
         let text = String::from_utf8(out).unwrap();
@@ -153,6 +245,7 @@ mod tests {
             tree: tree.clone(),
             hints: Some(tree),
             readonly_aliases: Vec::new(),
+            json: false,
         }
         .run(&mut Vec::new())
         .unwrap_err();
