@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 use crate::id::RegionId;
 
 /// Children counts at which an index is built and dropped.
-pub(crate) const BUILD_AT: usize = 32;
-pub(crate) const DROP_AT: usize = 16;
+pub(crate) const BUILD_AT: usize = 8;
+pub(crate) const DROP_AT: usize = 4;
 
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ChildIndex {
@@ -98,6 +98,39 @@ mod tests {
         idx.remove(0x9000, 0x2000, id(3));
         idx.candidates(0x9800, 0x9900, &mut out);
         assert_eq!(out, vec![id(0)]);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn candidates_are_a_superset_of_intersecting_children(
+            children in proptest::collection::vec((0u64..1 << 20, 1u128..1 << 16), 0..80),
+            removed in proptest::collection::vec(0usize..80, 0..10),
+            lo in -(1i128 << 17)..1 << 21,
+            len in 1i128..1 << 18,
+        ) {
+            let mut idx = ChildIndex::default();
+            for (i, (a, s)) in children.iter().enumerate() {
+                idx.insert(*a, *s, id(i as u32));
+            }
+            for &r in &removed {
+                if let Some((a, s)) = children.get(r) {
+                    idx.remove(*a, *s, id(r as u32));
+                }
+            }
+            let hi = lo + len;
+            let mut out = Vec::new();
+            idx.candidates(lo, hi, &mut out);
+            for (i, (a, s)) in children.iter().enumerate() {
+                let live = !removed.contains(&i);
+                let meets = (*a as i128) < hi && *a as i128 + *s as i128 > lo;
+                if live && meets {
+                    proptest::prop_assert!(out.contains(&id(i as u32)), "child {} missed", i);
+                }
+                if !live {
+                    proptest::prop_assert!(!out.contains(&id(i as u32)), "removed child {} offered", i);
+                }
+            }
+        }
     }
 
     #[test]

@@ -24,7 +24,7 @@ use crate::id::{AddressSpaceId, IdMap, IdSet, RegionId};
 use crate::ioevent::FlatIoeventfd;
 use crate::memory::Memory;
 use crate::ranges::RangeList;
-use crate::region::{RegionKind, SIZE_2_64};
+use crate::region::{Upward, SIZE_2_64};
 use crate::render::Regions;
 
 /// How commits bring views up to date.
@@ -103,11 +103,16 @@ impl Memory {
                     stack.push((p, (lo + a).max(0), (hi + a).min(psize)));
                 }
             }
-            for &l in &node.upward {
-                let alias = self.regions.get(l.0).expect("live alias");
-                if let RegionKind::Alias { offset, .. } = alias.kind {
-                    let o = offset as i128;
-                    stack.push((l, (lo - o).max(0), (hi - o).min(alias.size as i128)));
+            for up in &node.upward {
+                debug_assert_eq!(
+                    Some(*up),
+                    self.upward_of(up.alias),
+                    "upward windows follow their aliases"
+                );
+                let o = up.offset as i128;
+                let (lo, hi) = ((lo - o).max(0), (hi - o).min(up.size as i128));
+                if lo < hi {
+                    stack.push((up.alias, lo, hi));
                 }
             }
         }
@@ -153,18 +158,37 @@ impl Memory {
     }
 
     fn set_upward(&mut self, alias: RegionId, on: bool) {
-        let Some(target) = self
-            .regions
-            .get(alias.0)
-            .and_then(|r| r.alias())
-            .map(|(t, _)| t)
-        else {
+        let Some(up) = self.upward_of(alias) else {
             return;
         };
-        if let Some(t) = self.regions.get_mut(target.0) {
-            t.upward.retain(|a| *a != alias);
+        if let Some(t) = self.regions.get_mut(up_target(&self.regions, alias).0) {
+            t.upward.retain(|u| u.alias != alias);
             if on {
-                t.upward.push(alias);
+                t.upward.push(up);
+            }
+        }
+    }
+
+    /// The upward entry `alias` gives its target, from the alias as it is.
+    pub(crate) fn upward_of(&self, alias: RegionId) -> Option<Upward> {
+        let r = self.regions.get(alias.0)?;
+        let (_, offset) = r.alias()?;
+        Some(Upward {
+            alias,
+            offset,
+            size: r.size,
+        })
+    }
+
+    /// Brings `alias`'s entry in its target's upward list (if it has one)
+    /// up to date after its offset or size changed.
+    pub(crate) fn refresh_upward(&mut self, alias: RegionId) {
+        let Some(up) = self.upward_of(alias) else {
+            return;
+        };
+        if let Some(t) = self.regions.get_mut(up_target(&self.regions, alias).0) {
+            for u in t.upward.iter_mut().filter(|u| u.alias == alias) {
+                *u = up;
             }
         }
     }
@@ -479,6 +503,15 @@ impl Memory {
 
 /// The views a commit changed: root, previous view, and what changed.
 type Patched = smallvec::SmallVec<[(Option<RegionId>, Arc<FlatView>, Delta); 2]>;
+
+/// The target of a live alias.
+fn up_target(arena: &crate::id::Arena<crate::region::Region>, alias: RegionId) -> RegionId {
+    arena
+        .get(alias.0)
+        .and_then(|r| r.alias())
+        .map(|(t, _)| t)
+        .expect("a live alias")
+}
 
 fn regions_render(
     arena: &crate::id::Arena<crate::region::Region>,

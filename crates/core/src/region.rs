@@ -188,8 +188,9 @@ pub struct Region {
     /// The aliases whose target is this region.
     pub(crate) referrers: SmallVec<[RegionId; 1]>,
     /// Those of `referrers` through which a change here can reach a view
-    /// other than through a shared root (see `Memory::note_damage`).
-    pub(crate) upward: SmallVec<[RegionId; 1]>,
+    /// other than through a shared root (see `Memory::note_damage`), with
+    /// their windows, so that the walk loads only the aliases it climbs.
+    pub(crate) upward: SmallVec<[Upward; 1]>,
     /// Number of address spaces whose root is this region.
     pub(crate) as_refs: u32,
     /// Destroyed; freed when the current commit has been dispatched.
@@ -207,6 +208,15 @@ pub struct Region {
     /// Damage walks need not climb into this region (it has an entry in
     /// `Memory::skip_count`).
     pub(crate) skipped: bool,
+}
+
+/// An alias as seen from its target by damage walks: which addresses of
+/// the target it shows (`offset..offset + size`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Upward {
+    pub(crate) alias: RegionId,
+    pub(crate) offset: u64,
+    pub(crate) size: u128,
 }
 
 impl Region {

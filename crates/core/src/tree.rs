@@ -101,13 +101,21 @@ impl Memory {
             }
         }
         let alias_target = kind_alias_target(&kind);
+        let kind_alias_offset = match kind {
+            RegionKind::Alias { offset, .. } => offset,
+            _ => 0,
+        };
         let mut region = Region::new(name, kind, size);
         region.readonly = readonly;
         let id = RegionId(self.regions.insert(region));
         if let Some(target) = alias_target {
             let t = self.region_mut(target)?;
             t.referrers.push(id);
-            t.upward.push(id);
+            t.upward.push(crate::region::Upward {
+                alias: id,
+                offset: kind_alias_offset,
+                size,
+            });
             // An address space rooted at the target may stop being able
             // to skip its chain.
             self.touch(target);
@@ -233,7 +241,7 @@ impl Memory {
             if let Some(t) = target {
                 let t = m.region_mut(t)?;
                 t.referrers.retain(|a| *a != id);
-                t.upward.retain(|a| *a != id);
+                t.upward.retain(|u| u.alias != id);
             }
             for sub in &subs {
                 m.touch(*sub);
@@ -490,6 +498,7 @@ impl Memory {
             m.note_damage(id);
             let old = m.region(id)?.size;
             m.region_mut(id)?.size = size;
+            m.refresh_upward(id);
             if let Some(p) = parent {
                 let addr = m.region(id)?.addr;
                 if let Some(idx) = &mut m.region_mut(p)?.child_index {
@@ -564,11 +573,13 @@ impl Memory {
                 size: r.size,
             });
         }
-        self.set_attr(id, |r| {
+        let out = self.set_attr(id, |r| {
             if let RegionKind::Alias { offset: o, .. } = &mut r.kind {
                 *o = offset;
             }
-        })
+        });
+        self.refresh_upward(id);
+        out
     }
 
     /// Switches a ROM device between ROMD mode (reads from memory) and MMIO
