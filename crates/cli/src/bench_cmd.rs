@@ -403,3 +403,56 @@ fn plot(r: &ScaleResults, quick: bool) -> String {
         &panels,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn results() -> ScaleResults {
+        ScaleResults {
+            commits: 50,
+            rows: SHAPES
+                .iter()
+                .enumerate()
+                .map(|(i, &(regions, spaces))| ScaleRow {
+                    regions,
+                    spaces,
+                    incremental_ns: 1_000.0 * (i + 1) as f64,
+                    reference_ns: 100_000.0 * (i + 1) as f64,
+                })
+                .collect(),
+            ratio_100k_1k_regions: 3.0,
+            ratio_1000_1_spaces: 5.0,
+            lookup_ranges: 10_000,
+            lookup_random_ns: 10.0,
+            lookup_repeated_ns: 1.0,
+            bytes_per_flat_range: 40.0,
+            bytes_per_address_space: 500.0,
+        }
+    }
+
+    #[test]
+    fn the_plot_has_a_point_per_machine_and_engine() {
+        let svg = plot(&results(), true);
+        // Two panels (regions: 3 machines; spaces: 3 machines sharing
+        // 10k regions), two engines each.
+        assert_eq!(svg.matches("<polyline").count(), 4);
+        assert_eq!(svg.matches("<circle").count(), 2 * (3 + 3));
+        assert!(svg.contains("--quick run"));
+    }
+
+    #[test]
+    fn the_table_keeps_its_format() {
+        let mut out = Vec::new();
+        print_scale(&mut out, &results()).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("    1000       1         1000       100000     100x\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ratio 100k/1k regions: 3.00 (target <= 3)"),
+            "{text}"
+        );
+    }
+}

@@ -50,7 +50,7 @@ fn mtree_tree_prints_the_dump_back() {
 }
 
 #[test]
-fn bad_input_exits_1_with_file_and_line() {
+fn bad_input_exits_2_with_file_and_line() {
     let dir = std::env::temp_dir().join(format!("addrspace-cli-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let bad = dir.join("bad.tree");
@@ -60,7 +60,7 @@ fn bad_input_exits_1_with_file_and_line() {
     )
     .unwrap();
     let out = addrspace(&["mtree", "flat", bad.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     let stderr = text(&out.stderr);
     assert!(
         stderr.starts_with(&format!("error: {}:2: bad address", bad.display())),
@@ -70,8 +70,8 @@ fn bad_input_exits_1_with_file_and_line() {
 }
 
 #[test]
-fn missing_file_exits_1() {
+fn missing_file_exits_2() {
     let out = addrspace(&["mtree", "tree", "/nonexistent/dump.tree"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).starts_with("error: cannot read /nonexistent/dump.tree"));
 }
