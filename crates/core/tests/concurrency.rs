@@ -224,7 +224,13 @@ struct Handles {
 
 /// One reader: checks every snapshot it loads until `done`; returns how
 /// many snapshots it checked.
-fn reader(id: u64, h: Handles, done: Arc<AtomicBool>, progress: Arc<AtomicU64>) -> u64 {
+fn reader(
+    id: u64,
+    h: Handles,
+    done: Arc<AtomicBool>,
+    progress: Arc<AtomicU64>,
+    running: Arc<AtomicU64>,
+) -> u64 {
     let mut sys = ViewReader::new(h.sys.clone());
     let mut checks = 0u64;
     let mut seq = 0u64;
@@ -280,6 +286,7 @@ fn reader(id: u64, h: Handles, done: Arc<AtomicBool>, progress: Arc<AtomicU64>) 
         checks += 1;
         progress.fetch_add(1, Ordering::Relaxed);
     }
+    running.fetch_sub(1, Ordering::AcqRel);
     checks
 }
 
@@ -313,6 +320,9 @@ fn readers_see_whole_commits_while_a_writer_commits() {
     let done = Arc::new(AtomicBool::new(false));
     let progress = Arc::new(AtomicU64::new(0));
     let (tx, rx) = mpsc::channel::<Report>();
+    // Readers still reading: the writer keeps the Memory (which the IOMMU
+    // translations go through) until they are done.
+    let running = Arc::new(AtomicU64::new(READERS));
     let mut threads = Vec::new();
     for id in 0..READERS {
         let h = Handles {
@@ -320,9 +330,9 @@ fn readers_see_whole_commits_while_a_writer_commits() {
             dma: m.mem.view_handle(m.dma).unwrap(),
             x: m.x,
         };
-        let (done, progress) = (done.clone(), progress.clone());
+        let (done, progress, running) = (done.clone(), progress.clone(), running.clone());
         threads.push(spawn_reporting("reader", tx.clone(), move || {
-            reader(id, h, done, progress)
+            reader(id, h, done, progress, running)
         }));
     }
     let (writer_done, writer_progress) = (done.clone(), progress.clone());
@@ -333,6 +343,9 @@ fn readers_see_whole_commits_while_a_writer_commits() {
             writer_progress.fetch_add(1, Ordering::Relaxed);
         }
         writer_done.store(true, Ordering::Release);
+        while running.load(Ordering::Acquire) > 0 {
+            thread::yield_now();
+        }
         // Every listener's holdings are its space's final view.
         for (as_id, held) in &m.held {
             let held: Vec<_> = held.lock().values().copied().collect();
