@@ -4,7 +4,7 @@
 # usage: scripts/miri.sh
 #
 # The core's unsafe code is HostMemory (crates/core/src/backing.rs): the
-# anonymous mmap, the atomic byte accesses to it, munmap. This runs, on
+# anonymous mmap, the atomic word accesses to it, munmap. This runs, on
 # the nightly toolchain:
 #   - backing.rs's unit tests, among them two threads writing and reading
 #     the same bytes (a data race if the copies were not atomic);

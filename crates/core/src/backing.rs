@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::Error;
 
@@ -14,19 +14,24 @@ use crate::error::Error;
 /// go through [`read`](Self::read) and [`write`](Self::write), which copy
 /// bytes and never hand out references into the block.
 ///
-/// Each byte is copied with a relaxed atomic access, so threads that read
-/// and write the same bytes at once do not race in Rust's memory model:
-/// every byte read is one some thread wrote. Wider values are not atomic
-/// as a whole (two concurrent writes of the same 8 bytes may interleave),
-/// as with DMA on real hardware; ordering between threads is the
-/// caller's business (e.g. a doorbell with acquire/release semantics).
+/// The block is accessed only as aligned 64-bit words, with relaxed atomic
+/// operations (a compare-and-swap loop for a word only partly written), so
+/// threads that read and write the same bytes at once do not race in
+/// Rust's memory model, and all accesses have the same size. What one
+/// call writes into one aligned word appears at once; a longer access is
+/// not atomic as a whole, as with DMA on real hardware. Ordering between
+/// threads is the caller's business (e.g. a doorbell with
+/// acquire/release semantics).
 pub struct HostMemory {
     ptr: NonNull<u8>,
+    /// Bytes the caller may access.
     len: usize,
+    /// Bytes mapped: `len` rounded up to whole words.
+    mapped: usize,
 }
 
 // SAFETY: the mapping is plain memory owned by this value; every access
-// copies bytes with atomic byte accesses and never creates non-atomic Rust
+// goes through atomic word accesses and never creates non-atomic Rust
 // references to the shared bytes, so moving or sharing the handle between
 // threads is sound.
 unsafe impl Send for HostMemory {}
@@ -46,12 +51,15 @@ impl HostMemory {
         // Miri's mmap accepts only MAP_PRIVATE | MAP_ANONYMOUS; leaving out
         // NORESERVE changes only how the kernel accounts the pages.
         let noreserve = if cfg!(miri) { 0 } else { libc::MAP_NORESERVE };
+        let mapped = size
+            .checked_next_multiple_of(8)
+            .ok_or(Error::BackingAllocation { size: len })?;
         // SAFETY: a fresh private anonymous mapping at a kernel-chosen
         // address; no existing memory is affected. The result is checked.
         let ptr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
-                size,
+                mapped,
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | noreserve,
                 -1,
@@ -64,6 +72,7 @@ impl HostMemory {
         Ok(HostMemory {
             ptr: NonNull::new(ptr.cast()).ok_or(Error::BackingAllocation { size: len })?,
             len: size,
+            mapped,
         })
     }
 
@@ -95,25 +104,35 @@ impl HostMemory {
         }
     }
 
-    /// The bytes `[start, start + len)` of the mapping, as atomics.
-    fn bytes(&self, start: usize, len: usize) -> &[AtomicU8] {
-        assert!(
-            start <= self.len && len <= self.len - start,
-            "[{start:#x}, +{len:#x}) outside the mapping"
-        );
-        // SAFETY: the range lies inside the mapping, which lives as long
-        // as `self`, is readable and writable, and is only ever accessed
-        // through atomics (or by the guest, outside Rust); AtomicU8 has the
-        // size and alignment of u8.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(start).cast::<AtomicU8>(), len) }
+    /// The mapping as atomic words.
+    fn words(&self) -> &[AtomicU64] {
+        // SAFETY: the mapping is `mapped` bytes, a whole number of words,
+        // page-aligned (so word-aligned), readable and writable; it lives
+        // as long as `self` and Rust only ever accesses it through these
+        // atomics (the guest's accesses are outside Rust).
+        unsafe {
+            std::slice::from_raw_parts(self.ptr.as_ptr().cast::<AtomicU64>(), self.mapped / 8)
+        }
     }
 
     /// Copies `buf.len()` bytes starting at `offset` into `buf`.
     pub fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), Error> {
         let start = self.check(offset, buf.len())?;
-        let len = buf.len();
-        for (b, a) in buf.iter_mut().zip(self.bytes(start, len)) {
-            *b = a.load(Ordering::Relaxed);
+        let words = self.words();
+        let (head, body, tail) = split(start, buf.len());
+        let (w0, i) = (start / 8, start % 8);
+        let (first, rest) = buf.split_at_mut(head);
+        let (middle, last) = rest.split_at_mut(body);
+        if head > 0 {
+            first.copy_from_slice(&words[w0].load(Ordering::Relaxed).to_ne_bytes()[i..i + head]);
+        }
+        let w1 = w0 + (head > 0) as usize;
+        for (word, chunk) in words[w1..].iter().zip(middle.chunks_exact_mut(8)) {
+            chunk.copy_from_slice(&word.load(Ordering::Relaxed).to_ne_bytes());
+        }
+        if tail > 0 {
+            let word = &words[w1 + body / 8];
+            last.copy_from_slice(&word.load(Ordering::Relaxed).to_ne_bytes()[..tail]);
         }
         Ok(())
     }
@@ -121,11 +140,42 @@ impl HostMemory {
     /// Copies `buf` into the block starting at `offset`.
     pub fn write(&self, offset: u64, buf: &[u8]) -> Result<(), Error> {
         let start = self.check(offset, buf.len())?;
-        for (b, a) in buf.iter().zip(self.bytes(start, buf.len())) {
-            a.store(*b, Ordering::Relaxed);
+        let words = self.words();
+        let (head, body, tail) = split(start, buf.len());
+        let (w0, i) = (start / 8, start % 8);
+        let (first, rest) = buf.split_at(head);
+        let (middle, last) = rest.split_at(body);
+        if head > 0 {
+            merge(&words[w0], i, first);
+        }
+        let w1 = w0 + (head > 0) as usize;
+        for (word, chunk) in words[w1..].iter().zip(middle.chunks_exact(8)) {
+            let value = u64::from_ne_bytes(chunk.try_into().expect("eight bytes"));
+            word.store(value, Ordering::Relaxed);
+        }
+        if tail > 0 {
+            merge(&words[w1 + body / 8], 0, last);
         }
         Ok(())
     }
+}
+
+/// Splits an access of `len` bytes at `start` into the bytes before the
+/// first word boundary, whole words, and the bytes after the last one.
+fn split(start: usize, len: usize) -> (usize, usize, usize) {
+    let head = ((8 - start % 8) % 8).min(len);
+    let body = (len - head) / 8 * 8;
+    (head, body, len - head - body)
+}
+
+/// Writes `bytes` into `word` from byte `at` on, keeping its other bytes
+/// (which another thread may be changing: hence the compare-and-swap).
+fn merge(word: &AtomicU64, at: usize, bytes: &[u8]) {
+    let _ = word.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+        let mut b = old.to_ne_bytes();
+        b[at..at + bytes.len()].copy_from_slice(bytes);
+        Some(u64::from_ne_bytes(b))
+    });
 }
 
 impl Drop for HostMemory {
@@ -133,7 +183,7 @@ impl Drop for HostMemory {
         // SAFETY: `ptr`/`len` are exactly the mapping made in `anonymous`,
         // and no access can outlive `self`.
         unsafe {
-            libc::munmap(self.ptr.as_ptr().cast(), self.len);
+            libc::munmap(self.ptr.as_ptr().cast(), self.mapped);
         }
     }
 }
@@ -190,6 +240,10 @@ mod tests {
                         let mut buf = [0u8; 8];
                         mem.read(8, &mut buf).unwrap();
                         assert!(buf.iter().all(|&b| b == 1 || b == 2), "{buf:?}");
+                        // Parts of one word, side by side: neither is lost.
+                        mem.write(16 + v as u64, &[v]).unwrap();
+                        mem.read(17, &mut buf[..2]).unwrap();
+                        assert!(buf[0] == 1 || buf[0] == 0, "{buf:?}");
                     }
                 })
             })
@@ -200,6 +254,39 @@ mod tests {
         let mut buf = [0u8; 8];
         mem.read(8, &mut buf).unwrap();
         assert!(buf.iter().all(|&b| b == 1 || b == 2), "{buf:?}");
+        mem.read(16, &mut buf).unwrap();
+        assert_eq!(buf, [0, 1, 2, 0, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn every_placement_and_length_matches_a_byte_array() {
+        let mem = HostMemory::anonymous(40).unwrap();
+        let mut model = [0u8; 40];
+        let mut stamp = 0u8;
+        for start in 0..24 {
+            for len in 0..=16 {
+                stamp = stamp.wrapping_add(1);
+                let data: Vec<u8> = (0..len).map(|k| stamp.wrapping_mul(31) ^ k as u8).collect();
+                mem.write(start as u64, &data).unwrap();
+                model[start..start + len].copy_from_slice(&data);
+                let mut all = [0u8; 40];
+                mem.read(0, &mut all).unwrap();
+                assert_eq!(all, model, "after writing {len} bytes at {start}");
+                let mut part = vec![0u8; len];
+                mem.read(start as u64, &mut part).unwrap();
+                assert_eq!(part, data);
+            }
+        }
+    }
+
+    #[test]
+    fn unaligned_accesses_across_words_and_an_odd_length() {
+        let mem = HostMemory::anonymous(13).unwrap();
+        mem.write(3, &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]).unwrap();
+        let mut buf = [0xff; 13];
+        mem.read(0, &mut buf).unwrap();
+        assert_eq!(buf, [0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+        assert!(mem.write(12, &[0, 0]).is_err());
     }
 
     #[test]
