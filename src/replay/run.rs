@@ -9,6 +9,7 @@ use addrspace_core::{
     NullOps, RegionId, Section,
 };
 use addrspace_spapr::PhbConfig;
+use addrspace_vfio::Ioctl;
 
 use super::{Command, Expect, NewKind, Script, Step, Target};
 use crate::describe::{RangeInfo, RangeKind};
@@ -208,6 +209,9 @@ pub struct StepReport {
     pub said: String,
     /// What the listeners heard, in order.
     pub events: Vec<EventInfo>,
+    /// The VFIO ioctls the simulated host kernel received (pseries), by
+    /// name with their count, in the kernel interface's order.
+    pub ioctls: Vec<(String, u64)>,
 }
 
 enum World {
@@ -227,6 +231,8 @@ pub struct Replay {
     last_said: String,
     /// Line of the open `begin`.
     open: Option<usize>,
+    /// Ioctls of the command being run.
+    ioctls: Vec<(String, u64)>,
 }
 
 impl fmt::Debug for Replay {
@@ -276,6 +282,7 @@ impl Replay {
             last_events: Vec::new(),
             last_said: String::new(),
             open: None,
+            ioctls: Vec::new(),
         };
         let mem = replay.mem_mut();
         let spaces: Vec<_> = mem.address_spaces().collect();
@@ -337,15 +344,18 @@ impl Replay {
                     text: step.text.clone(),
                     said,
                     events: Vec::new(),
+                    ioctls: Vec::new(),
                 });
             }
-            command => self.apply(command, step.line).map_err(|p| match p {
-                Problem::Usage(m) => usage(m),
-                Problem::Failed(refusal) => ReplayError::Refused {
-                    at: at.clone(),
-                    message: refusal,
-                },
-            }),
+            command => self
+                .apply_counting(command, step.line)
+                .map_err(|p| match p {
+                    Problem::Usage(m) => usage(m),
+                    Problem::Failed(refusal) => ReplayError::Refused {
+                        at: at.clone(),
+                        message: refusal,
+                    },
+                }),
         };
         let said = match (said, step.must_fail) {
             (Ok(s), false) => s,
@@ -359,6 +369,7 @@ impl Replay {
             (Err(e), _) => return Err(e),
         };
         let events = std::mem::take(&mut *lock(&self.log));
+        let ioctls = std::mem::take(&mut self.ioctls);
         self.last_events = events
             .iter()
             .filter(|e| matches!(e.event, "region_add" | "region_del"))
@@ -370,6 +381,7 @@ impl Replay {
             text: step.text.clone(),
             said,
             events,
+            ioctls,
         })
     }
 
@@ -420,6 +432,26 @@ impl Replay {
         mem.address_spaces()
             .find(|id| mem.address_space_name(*id).is_ok_and(|n| n == name))
             .ok_or_else(|| Problem::Usage(format!("no address space named {name:?}")))
+    }
+
+    /// [`apply`](Self::apply), noting the ioctls the host kernel got.
+    fn apply_counting(&mut self, command: &Command, line: usize) -> Result<String, Problem> {
+        let before = match &self.world {
+            World::Pseries(m) => Some(m.stats()),
+            World::Tree(_) => None,
+        };
+        let out = self.apply(command, line);
+        if let (Some(before), World::Pseries(m)) = (before, &self.world) {
+            let after = m.stats();
+            self.ioctls = Ioctl::ALL
+                .iter()
+                .filter_map(|&i| {
+                    let n = after.count(i) - before.count(i);
+                    (n > 0).then(|| (format!("{i:?}"), n))
+                })
+                .collect();
+        }
+        out
     }
 
     fn apply(&mut self, command: &Command, line: usize) -> Result<String, Problem> {

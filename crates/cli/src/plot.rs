@@ -29,7 +29,7 @@ pub struct Panel {
 const PANEL_W: f64 = 520.0;
 const PANEL_H: f64 = TOP + PLOT_H + 60.0;
 const LEFT: f64 = 80.0;
-const TOP: f64 = 70.0;
+const TOP: f64 = 92.0;
 const PLOT_W: f64 = 400.0;
 const PLOT_H: f64 = 250.0;
 
@@ -118,7 +118,7 @@ pub fn loglog(title: &str, note: &str, panels: &[Panel]) -> String {
             x = ox + 18.0,
             y = TOP + PLOT_H / 2.0,
         ));
-        for (i, s) in p.series.iter().enumerate() {
+        for s in &p.series {
             let path: Vec<String> = s
                 .points
                 .iter()
@@ -139,6 +139,16 @@ pub fn loglog(title: &str, note: &str, panels: &[Panel]) -> String {
                     crate::svg::escape(&s.label)
                 ));
             }
+        }
+        // The legend goes over the lines, on a pale backing.
+        doc.rect(
+            ox + LEFT + 6.0,
+            TOP + 4.0,
+            290.0,
+            18.0 * p.series.len() as f64 + 4.0,
+            r##"fill="white" fill-opacity="0.85""##,
+        );
+        for (i, s) in p.series.iter().enumerate() {
             let ly = TOP + 16.0 + 18.0 * i as f64;
             doc.line(
                 ox + LEFT + 12.0,

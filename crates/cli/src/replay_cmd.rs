@@ -76,6 +76,7 @@ struct JsonStep<'a> {
     command: &'a str,
     said: &'a str,
     events: Vec<JsonEvent<'a>>,
+    ioctls: std::collections::BTreeMap<&'a str, u64>,
 }
 
 #[derive(Serialize)]
@@ -93,6 +94,10 @@ fn print_step(out: &mut dyn Write, file: &str, s: &StepReport) -> std::io::Resul
     writeln!(out, "    -> {}", s.said)?;
     for e in &s.events {
         writeln!(out, "    {e}")?;
+    }
+    if !s.ioctls.is_empty() {
+        let calls: Vec<String> = s.ioctls.iter().map(|(n, k)| format!("{n} x{k}")).collect();
+        writeln!(out, "    ioctls: {}", calls.join(", "))?;
     }
     Ok(())
 }
@@ -146,6 +151,7 @@ impl ReplayArgs {
                             detail: e.detail.as_deref(),
                         })
                         .collect(),
+                    ioctls: s.ioctls.iter().map(|(n, k)| (n.as_str(), *k)).collect(),
                 })
                 .collect();
             json::emit(out, &serde_json::json!({ "script": name, "steps": steps }))

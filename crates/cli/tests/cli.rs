@@ -208,6 +208,10 @@ fn replay_prints_what_listeners_hear() {
         .flat_map(|s| s["events"].as_array().unwrap())
         .collect();
     assert_eq!(events.len(), 2, "{events:?}");
+    // Plugging the device opened a container on the simulated host.
+    let plug = &v["steps"][0];
+    assert_eq!(plug["command"], "plug spapr 1 phb=0");
+    assert_eq!(plug["ioctls"]["OpenContainer"], 1, "{plug}");
     assert_eq!(events[0]["event"], "region_add");
     assert_eq!(events[0]["range"]["kind"], "iommu");
     assert_eq!(events[0]["range"]["start"], "0x800000000000000");
