@@ -120,19 +120,6 @@ pub enum Error {
         /// What was attempted.
         operation: &'static str,
     },
-    /// A listener refused one or more callbacks.
-    ///
-    /// From a commit (or any operation that committed implicitly) this
-    /// means the topology change **was applied** and every other listener
-    /// saw it; each refusing listener simply does not hold what it refused
-    /// (it gets no `region_del` / `eventfd_del` for it later). From
-    /// `register_listener` or `set_global_dirty_log` it means the operation
-    /// was undone: the listener is not registered, logging did not change.
-    #[error("{} listener callback(s) refused, first: {} {} said {}", failures.len(), failures[0].name, failures[0].event, failures[0].message)]
-    ListenerRefused {
-        /// What was refused, in dispatch order (never empty).
-        failures: Vec<ListenerFailure>,
-    },
     /// One or more listener callbacks panicked.
     ///
     /// Each panicking listener was detached where it panicked: it is not
@@ -154,14 +141,18 @@ pub enum Error {
         /// listeners' refusals, a failed IOMMU hook), if anything.
         other: Option<Box<Error>>,
     },
-    /// An IOMMU notifier panicked. Every other notifier was told all the
-    /// same; the panicking one stays registered (its owner decides).
-    #[error("IOMMU notifier {notifier} panicked: {message}")]
-    NotifierPanicked {
-        /// The first notifier that panicked.
-        notifier: NotifierId,
-        /// The panic's message.
-        message: String,
+    /// A listener refused one or more callbacks.
+    ///
+    /// From a commit (or any operation that committed implicitly) this
+    /// means the topology change **was applied** and every other listener
+    /// saw it; each refusing listener simply does not hold what it refused
+    /// (it gets no `region_del` / `eventfd_del` for it later). From
+    /// `register_listener` or `set_global_dirty_log` it means the operation
+    /// was undone: the listener is not registered, logging did not change.
+    #[error("{} listener callback(s) refused, first: {} {} said {}", failures.len(), failures[0].name, failures[0].event, failures[0].message)]
+    ListenerRefused {
+        /// What was refused, in dispatch order (never empty).
+        failures: Vec<ListenerFailure>,
     },
     /// A notifier with an inverted range or one past the region's end.
     #[error("notifier range [{start:#x}, {last:#x}] does not fit IOMMU region {region} of size {region_size:#x}")]
@@ -220,6 +211,15 @@ pub enum Error {
         what: &'static str,
         /// The region.
         region: RegionId,
+    },
+    /// An IOMMU notifier panicked. Every other notifier was told all the
+    /// same; the panicking one stays registered (its owner decides).
+    #[error("IOMMU notifier {notifier} panicked: {message}")]
+    NotifierPanicked {
+        /// The first notifier that panicked.
+        notifier: NotifierId,
+        /// The panic's message.
+        message: String,
     },
     /// A range inside a region does not fit the region.
     #[error(

@@ -55,6 +55,7 @@ mod range;
 mod ranges;
 pub mod recorder;
 mod region;
+mod registration;
 mod render;
 mod tree;
 
