@@ -65,7 +65,11 @@ pub(crate) struct AddressSpace {
 /// Cloning is cheap. [`load`](Self::load) returns the view committed last,
 /// as an `Arc` that never changes under the reader; the writer publishes a
 /// new view with atomic pointer swaps, so readers never block it and never
-/// see a half-updated view.
+/// see a half-updated view: a view is one whole commit (all of a
+/// transaction or none of it). Address spaces are published one after
+/// another, so views of two of them loaded one after the other may straddle
+/// a commit; an IOMMU translation loads its target's view at the time of
+/// the access.
 #[derive(Clone)]
 pub struct ViewHandle {
     pub(crate) cell: Arc<ArcSwap<ViewCell>>,

@@ -209,7 +209,9 @@ impl Memory {
     /// Runs `f` inside a transaction and commits it, whether `f` succeeded
     /// or not (each operation in `f` is itself all-or-nothing). Every
     /// mutation uses this for itself, so outside an open transaction it
-    /// commits at once and inside one it joins it.
+    /// commits at once and inside one it joins it. If `f` fails, its error
+    /// is returned even when the commit reported something too (a refusal
+    /// or a panicking listener, which is detached all the same).
     pub fn transaction<T>(
         &mut self,
         f: impl FnOnce(&mut Memory) -> Result<T, Error>,
