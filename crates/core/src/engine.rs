@@ -359,10 +359,21 @@ impl Memory {
                 }
             }
         } else {
-            // Grouped by root and sorted, without a map: a commit damages
-            // a handful of windows.
+            // Grouped by root, without a map: a commit damages a handful of
+            // windows. Roots that other roots show through aliases go
+            // first, so that those can copy their part from the fresh view
+            // instead of rendering it again; a root still waiting for its
+            // turn is never copied from.
             let mut damage = damage;
-            damage.sort_unstable();
+            let shown_elsewhere = |r: RegionId| {
+                self.regions
+                    .get(r.0)
+                    .is_some_and(|x| !x.referrers.is_empty())
+            };
+            damage.sort_unstable_by_key(|&(root, lo, hi)| (!shown_elsewhere(root), root, lo, hi));
+            let mut waiting: smallvec::SmallVec<[RegionId; 4]> =
+                damage.iter().map(|d| d.0).collect();
+            waiting.dedup();
             let mut windows: smallvec::SmallVec<[(i128, i128); 8]> = smallvec::SmallVec::new();
             let mut rest = &damage[..];
             while let Some(&(root, _, _)) = rest.first() {
@@ -370,17 +381,26 @@ impl Memory {
                 windows.clear();
                 windows.extend(rest[..n].iter().map(|&(_, lo, hi)| (lo, hi)));
                 rest = &rest[n..];
+                waiting.retain(|r| *r != root);
                 let key = Some(root);
                 if fresh_roots.contains(&key) {
                     continue;
                 }
-                let Some(rv) = self.roots.get_mut(&key) else {
+                let Some(view) = self.roots.get(&key).map(|rv| Arc::clone(&rv.view)) else {
                     continue;
                 };
-                if let Some((new, delta)) = patch(&regions, &rv.view, root, &windows) {
-                    let old = Arc::clone(&rv.view);
+                let roots = &self.roots;
+                let current = |r: RegionId| -> Option<&FlatView> {
+                    if waiting.contains(&r) {
+                        None
+                    } else {
+                        roots.get(&Some(r)).map(|rv| &*rv.view)
+                    }
+                };
+                if let Some((new, delta)) = patch(&regions, &view, root, &windows, &current) {
+                    let rv = self.roots.get_mut(&key).expect("looked up above");
                     rv.publish(Arc::new(new));
-                    patched.push((key, old, delta));
+                    patched.push((key, view, delta));
                 }
             }
         }
@@ -533,6 +553,7 @@ fn patch(
     old: &FlatView,
     root: RegionId,
     windows: &[(i128, i128)],
+    current: crate::render::Current<'_>,
 ) -> Option<(FlatView, Delta)> {
     let ranges = &old.ranges;
     let len = ranges.len();
@@ -596,7 +617,7 @@ fn patch(
                     lo = lo.min(ranges.get(pi).map_or(lo, |r| r.start as i128));
                 }
             }
-            let new = regions.render_window(root, lo, hi);
+            let new = regions.render_window_from(root, lo, hi, Some(current));
             let mut grew = false;
             if i > 0 && ambiguous(ranges.get(i - 1), new.first()) {
                 i -= 1;

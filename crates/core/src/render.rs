@@ -39,6 +39,12 @@ pub(crate) struct Regions<'a> {
     pub(crate) global_dirty_log: bool,
 }
 
+/// Up-to-date views of other flat-view roots that a window render may
+/// copy from instead of rendering their subtrees again (see
+/// [`Regions::render_window`]). Returns `None` for a root whose view is
+/// not current.
+pub(crate) type Current<'a> = &'a dyn Fn(RegionId) -> Option<&'a FlatView>;
+
 impl Regions<'_> {
     pub(crate) fn get(&self, id: RegionId) -> &Region {
         self.arena
@@ -162,11 +168,28 @@ impl Regions<'_> {
 
     /// Renders the part of `root` (placed at 0) inside `[lo, hi)`, merged.
     pub(crate) fn render_window(&self, root: RegionId, lo: i128, hi: i128) -> Vec<FlatRange> {
+        self.render_window_from(root, lo, hi, None)
+    }
+
+    /// As [`render_window`](Self::render_window), but where the window
+    /// reaches (without inherited flags) a region that is the root of a
+    /// view `current` vouches for, its part is copied from that view
+    /// instead of rendered again: the window of a root that shows another
+    /// root through an alias (SMM address spaces over system memory)
+    /// costs a slice of the other's view, not a second deep render.
+    pub(crate) fn render_window_from(
+        &self,
+        root: RegionId,
+        lo: i128,
+        hi: i128,
+        current: Option<Current<'_>>,
+    ) -> Vec<FlatRange> {
         let mut out = Partial::default();
         let r = self.get(root);
         // Place the root at 0 whatever its address in a parent.
         let base = -(r.addr as i128);
-        self.render(&mut out, root, base, (lo, hi), Inherited::default());
+        let cx = Cx { root, current };
+        self.render(&mut out, root, base, (lo, hi), Inherited::default(), &cx);
         simplify(out.into_sorted())
     }
 
@@ -177,6 +200,7 @@ impl Regions<'_> {
         base: i128,
         clip: (i128, i128),
         inh: Inherited,
+        cx: &Cx<'_>,
     ) {
         let r = self.get(id);
         if !r.enabled {
@@ -188,6 +212,12 @@ impl Regions<'_> {
         if clip.0 >= clip.1 {
             return;
         }
+        if r.renders_view && id != cx.root && inh == Inherited::default() {
+            if let Some(view) = cx.current.and_then(|current| current(id)) {
+                out.fill_from_view(view, start, clip);
+                return;
+            }
+        }
         let inh = Inherited {
             readonly: inh.readonly || r.readonly,
             nonvolatile: inh.nonvolatile || r.nonvolatile,
@@ -197,7 +227,7 @@ impl Regions<'_> {
             // The target's own address cancels out: it is shown at
             // `start - offset` regardless of where it sits in a parent.
             let target_base = start - offset as i128 - self.get(target).addr as i128;
-            self.render(out, target, target_base, clip, inh);
+            self.render(out, target, target_base, clip, inh, cx);
             return;
         }
         match &r.child_index {
@@ -214,12 +244,12 @@ impl Regions<'_> {
                     )
                 });
                 for sub in subs {
-                    self.render(out, sub, start, clip, inh);
+                    self.render(out, sub, start, clip, inh, cx);
                 }
             }
             _ => {
                 for &sub in &r.subregions {
-                    self.render(out, sub, start, clip, inh);
+                    self.render(out, sub, start, clip, inh, cx);
                 }
             }
         }
@@ -290,7 +320,14 @@ impl Regions<'_> {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+/// What a window render carries down: the root rendered, and the views
+/// it may copy from.
+struct Cx<'a> {
+    root: RegionId,
+    current: Option<Current<'a>>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Inherited {
     readonly: bool,
     nonvolatile: bool,
@@ -373,6 +410,24 @@ impl Partial {
                 ..template
             };
             self.insert(fr);
+        }
+    }
+
+    /// Adds, in the gaps of `clip`, what `view` (of a region whose offset
+    /// 0 lies at `origin`) shows there: the same as rendering that region
+    /// into the gaps, since what renders first wins point by point.
+    fn fill_from_view(&mut self, view: &FlatView, origin: i128, clip: (i128, i128)) {
+        let (lo, hi) = (clip.0 - origin, clip.1 - origin);
+        let ranges = &view.ranges;
+        let i = ranges.index_from(lo.max(0) as u64);
+        let j = ranges.index_to(hi.min(SIZE_2_64 as i128) as u128);
+        for k in i..j {
+            let r = ranges[k];
+            let (s, e) = ((r.start as i128).max(lo), (r.last as i128 + 1).min(hi));
+            if s < e {
+                let at = r.start as i128 - r.offset_in_region as i128 + origin;
+                self.fill_gaps((s + origin, e + origin), at, r);
+            }
         }
     }
 

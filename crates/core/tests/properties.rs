@@ -122,7 +122,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (r, any::<bool>()).prop_map(|(r, on)| Op::Unmergeable { r, on }),
         1 => Just(Op::Begin),
         1 => Just(Op::Commit),
-        2 => (0..2usize, -1i32..2, any::<bool>()).prop_map(|(space, prio, picky)| Op::Listen { space, prio, picky }),
+        2 => (0..3usize, -1i32..2, any::<bool>()).prop_map(|(space, prio, picky)| Op::Listen { space, prio, picky }),
         1 => (0..4usize, any::<bool>()).prop_map(|(which, replay)| Op::Unlisten { which, replay }),
         1 => (0..POOL, 0u64..8, any::<bool>()).prop_map(|(r, a, on)| Op::Fd { r, addr: a * 0x100, on }),
         1 => (0..POOL, any::<bool>()).prop_map(|(r, on)| Op::Coalesce { r, on }),
@@ -197,9 +197,21 @@ fn world() -> World {
             .unwrap();
         added.insert(f, k);
     }
+    // An SMM-style space: root through a full alias, under a RAM window of
+    // its own at higher priority, so that it has a view of its own that
+    // shows root's (and copies from it when both change).
+    let smm_root = mem.create_container("smm", SIZE_2_64).unwrap();
+    let smm_all = mem.create_alias("smm memory", root, 0, SIZE_2_64).unwrap();
+    mem.add_subregion_overlap(smm_root, 0, smm_all, 0).unwrap();
+    let smram = mem.create_ram("smram", 0x1000).unwrap();
+    mem.add_subregion_overlap(smm_root, 0x2000, smram, 1)
+        .unwrap();
+    added.insert(smm_all, 40);
+    added.insert(smram, 41);
     let spaces = vec![
         mem.create_address_space("memory", root).unwrap(),
         mem.create_address_space("dma", bm_root).unwrap(),
+        mem.create_address_space("smm", smm_root).unwrap(),
     ];
     World {
         mem,
