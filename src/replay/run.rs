@@ -251,7 +251,7 @@ impl Replay {
     /// they hear while registering is not reported.
     pub fn new(script: &Script, tree: Option<Memory>) -> Result<Replay, ReplayError> {
         let usage = |message: String| ReplayError::Usage {
-            at: format!("{}:1", script.name),
+            at: script.name.clone(),
             message,
         };
         let world = match (script.target, tree) {

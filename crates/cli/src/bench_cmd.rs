@@ -119,8 +119,15 @@ impl BenchCommand {
                 let mem = built.memory_mut();
                 mem.set_engine(engine);
                 let counter = count_events(mem, &spaces)?;
-                let bar = crate::progress::bar(1, "toggle");
-                let times = toggle(mem, target, count)?;
+                // In even chunks, each leaving the region in place, so the
+                // bar moves.
+                let bar = crate::progress::bar(count as u64, "toggle");
+                let mut times = Vec::with_capacity(count);
+                while times.len() < count {
+                    let n = (count - times.len()).min(256);
+                    times.extend(toggle(mem, target, n)?);
+                    bar.inc(n as u64);
+                }
                 bar.finish_and_clear();
                 let (mean, median) = mean_median_ns(&times);
                 let mut roots: Vec<_> = all.iter().filter_map(|a| mem.view(*a).ok()).collect();
