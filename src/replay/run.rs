@@ -668,3 +668,100 @@ enum Problem {
     /// The machine refused, or the check failed.
     Failed(String),
 }
+
+#[cfg(test)]
+mod tests {
+    use addrspace_core::SIZE_2_64;
+
+    use super::*;
+
+    /// A container with two RAM regions called `ram` and a device.
+    fn machine() -> Memory {
+        let mut mem = Memory::new();
+        let system = mem.create_container("system", SIZE_2_64).unwrap();
+        for addr in [0, 0x10_0000] {
+            let ram = mem.create_ram("ram", 0x1000).unwrap();
+            mem.add_subregion(system, addr, ram).unwrap();
+        }
+        let dev = mem.create_mmio("dev", 0x100, Arc::new(NullOps)).unwrap();
+        mem.add_subregion(system, 0x2000, dev).unwrap();
+        mem.create_address_space("memory", system).unwrap();
+        mem
+    }
+
+    fn run(text: &str) -> Result<Vec<StepReport>, ReplayError> {
+        let script = Script::parse("t", text).unwrap();
+        let mut replay = Replay::new(&script, Some(machine()))?;
+        let mut out = Vec::new();
+        for step in &script.steps {
+            out.push(replay.step(step)?);
+        }
+        replay.finish()?;
+        Ok(out)
+    }
+
+    #[test]
+    fn ambiguous_names_are_refused_and_picked_with_a_suffix() {
+        let err = run("disable ram\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "t:1: 2 regions are named \"ram\"; write \"ram~K\" for the K-th (1 to 2)"
+        );
+        let steps = run("disable ram~2\nexpect map memory 0x100000 -\nexpect map memory 0x0 ram\n")
+            .unwrap();
+        assert_eq!(steps[0].events.len(), 1);
+        assert_eq!(steps[0].events[0].event, "region_del");
+        assert!(matches!(
+            run("disable ram~3\n").unwrap_err(),
+            ReplayError::Usage { .. }
+        ));
+    }
+
+    #[test]
+    fn a_transaction_is_heard_once_and_must_be_closed() {
+        let steps =
+            run("begin\nmove dev 0x3000\nmove dev 0x4000\ncommit\nexpect events 2\n").unwrap();
+        assert!(steps[1].events.is_empty() && steps[2].events.is_empty());
+        let heard: Vec<u64> = steps[3]
+            .events
+            .iter()
+            .map(|e| e.range.as_ref().unwrap().start)
+            .collect();
+        assert_eq!(heard, [0x2000, 0x4000]);
+        assert_eq!(
+            run("begin\nmove dev 0x3000\n").unwrap_err().to_string(),
+            "t:1: `begin` without `commit`"
+        );
+        assert!(run("commit\n").is_err());
+    }
+
+    #[test]
+    fn a_refused_command_marked_fail_changes_nothing() {
+        let steps = run("fail add ram x 0 in=system at=0\nexpect events 0\nfail attach dev in=system at=0\nexpect map memory 0x2000 dev\n").unwrap();
+        assert!(steps[0].said.starts_with("refused: "), "{}", steps[0].said);
+        assert!(steps[0].events.is_empty());
+        // Without `fail`, the refusal stops the script.
+        assert!(matches!(
+            run("attach dev in=system at=0\n").unwrap_err(),
+            ReplayError::Refused { .. }
+        ));
+        // With `fail`, a command that goes through is the error.
+        assert!(run("fail move dev 0x5000\n")
+            .unwrap_err()
+            .to_string()
+            .contains("expected a refusal"));
+    }
+
+    #[test]
+    fn failed_expectations_say_what_was_found() {
+        let err = run("move dev 0x3000\nexpect map memory 0x2000 dev\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "t:2: expectation failed: memory 0x2000: expected \"dev\", found no range"
+        );
+        assert!(matches!(
+            run("expect invariants\n").unwrap_err(),
+            ReplayError::Usage { .. }
+        ));
+    }
+}
