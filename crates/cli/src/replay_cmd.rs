@@ -28,6 +28,10 @@ pub struct ReplayArgs {
     /// events it caused.
     #[arg(long)]
     json: bool,
+    /// Show only the events of this address space (repeatable; `expect`
+    /// lines still see every event).
+    #[arg(long = "as", value_name = "NAME")]
+    spaces: Vec<String>,
 }
 
 /// The `--help` text after the options: the script format.
@@ -68,7 +72,9 @@ EXAMPLES:
   addrspace replay examples/pci-bar-toggle.replay \\
       --tree tests/data/conformance/qemu-7.2/x86_64-q35-booted.tree \\
       --hints tests/data/conformance/qemu-7.2/x86_64-q35-booted.flat
-  addrspace replay examples/ddw.replay --json";
+  addrspace replay examples/ddw.replay --json
+  addrspace replay examples/pci-bar-toggle.replay --as memory \\
+      --tree tests/data/conformance/qemu-7.2/x86_64-q35-booted.tree";
 
 #[derive(Serialize)]
 struct JsonStep<'a> {
@@ -115,18 +121,34 @@ impl ReplayArgs {
             None => None,
         };
         let mut replay = Replay::new(&script, tree)?;
+        let mem = replay.mem();
+        for space in &self.spaces {
+            if !mem
+                .address_spaces()
+                .any(|id| mem.address_space_name(id).is_ok_and(|n| n == space))
+            {
+                return Err(CliError::Usage(format!(
+                    "--as {space:?}: the machine has no address space of that name"
+                )));
+            }
+        }
         let bar = crate::progress::bar(script.steps.len() as u64, "replay");
         let mut reports = Vec::new();
         for step in &script.steps {
             let report = replay.step(step);
             bar.inc(1);
-            let report = match report {
+            let mut report = match report {
                 Ok(r) => r,
                 Err(e) => {
                     bar.finish_and_clear();
                     return Err(e.into());
                 }
             };
+            if !self.spaces.is_empty() {
+                report
+                    .events
+                    .retain(|e| self.spaces.contains(&e.address_space));
+            }
             if !self.json {
                 print_step(out, &name, &report).map_err(CliError::Write)?;
             }

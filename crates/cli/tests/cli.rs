@@ -218,6 +218,44 @@ fn replay_prints_what_listeners_hear() {
 }
 
 #[test]
+fn replay_can_show_one_address_space() {
+    let booted = dump("x86_64-q35-booted", "tree");
+    let all = ok(&[
+        "replay",
+        "examples/pci-bar-toggle.replay",
+        "--tree",
+        &booted,
+    ]);
+    let one = ok(&[
+        "replay",
+        "examples/pci-bar-toggle.replay",
+        "--tree",
+        &booted,
+        "--as",
+        "memory",
+    ]);
+    let events = |out: &str, space: &str| {
+        out.lines()
+            .filter(|l| l.trim_start().starts_with(space) && l.contains(" region_"))
+            .count()
+    };
+    assert!(events(&all, "ich9-ahci") > 0, "{all}");
+    assert_eq!(events(&one, "ich9-ahci"), 0, "{one}");
+    assert_eq!(events(&one, "memory "), events(&all, "memory "));
+    user_error(
+        &[
+            "replay",
+            "examples/pci-bar-toggle.replay",
+            "--tree",
+            &booted,
+            "--as",
+            "nowhere",
+        ],
+        "--as \"nowhere\": the machine has no address space",
+    );
+}
+
+#[test]
 fn a_failed_expectation_exits_1_naming_the_line() {
     let script = temp(
         "wrong.replay",
