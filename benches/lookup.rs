@@ -12,6 +12,11 @@
 //!   what a vCPU pays to pick up the current snapshot (an `Arc` clone and
 //!   drop included).
 //! - `lookup/refresh`: [`ViewReader::refresh`] when nothing changed.
+//! - `lookup/floor`: the same random hits, answered by a plain binary
+//!   search over a contiguous array of the ranges' start addresses followed
+//!   by loading the range from a contiguous copy of them: what any sorted
+//!   structure pays on this machine, measured in the same run as `random`
+//!   (a copy nothing else shares, so not something a commit could keep).
 //!
 //! Times are per call. The calls run in a plain loop inside `iter_custom`
 //! rather than one per `Bencher::iter`: there the loop state lives behind
@@ -90,6 +95,20 @@ fn lookup(c: &mut Criterion) {
             let t = Instant::now();
             for i in 0..iters {
                 black_box(reader.lookup(black_box(hot + (i & 0xff))));
+            }
+            t.elapsed()
+        });
+    });
+    let starts: Vec<u64> = view.ranges.iter().map(|r| r.start).collect();
+    let flat: Vec<addrspace::FlatRange> = view.ranges.iter().copied().collect();
+    group.bench_function("floor", |b| {
+        b.iter_custom(|iters| {
+            let mask = hits.len() - 1;
+            let t = Instant::now();
+            for i in 0..iters as usize {
+                let a = black_box(hits[i & mask]);
+                let k = starts.partition_point(|&s| s <= a);
+                black_box(k.checked_sub(1).map(|k| &flat[k]).filter(|r| a <= r.last));
             }
             t.elapsed()
         });
