@@ -21,18 +21,17 @@ pub const CHUNK: usize = 64;
 const FANOUT: usize = 16;
 
 /// Up to [`CHUNK`] ranges, and their last addresses as a compact key
-/// array: a binary search over 8-byte keys touches far fewer cache lines
-/// than one over whole ranges.
+/// index (see [`Keys`]).
 #[derive(Clone)]
 struct Chunk {
-    lasts: Arc<[u64]>,
+    lasts: Keys,
     ranges: Arc<[FlatRange]>,
 }
 
 impl Chunk {
     fn new(ranges: &[FlatRange]) -> Chunk {
         Chunk {
-            lasts: ranges.iter().map(|r| r.last).collect(),
+            lasts: Keys::new(ranges),
             ranges: Arc::from(ranges),
         }
     }
@@ -59,7 +58,51 @@ impl Chunk {
     /// Index of the first range whose last address is `>= addr`.
     #[inline]
     fn from(&self, addr: u64) -> usize {
-        self.lasts.partition_point(|&l| l < addr)
+        self.lasts.first_not_below(addr).min(self.len())
+    }
+}
+
+/// How many leading `keys` satisfy `pred`, which holds for a prefix of
+/// them: a search of fixed shape (log2 N halvings and a final check),
+/// unrolled, whose steps are conditional moves. A general binary search
+/// also pays for its loop and bounds; one with branches is quick only
+/// while the predictor can learn the sequence of addresses asked.
+#[inline]
+fn count_prefix<const N: usize>(keys: &[u64; N], pred: impl Fn(u64) -> bool) -> usize {
+    const { assert!(N.is_power_of_two()) };
+    let mut i = 0;
+    let mut step = N / 2;
+    while step > 0 {
+        i = std::hint::select_unpredictable(pred(keys[i + step - 1]), i + step, i);
+        step /= 2;
+    }
+    std::hint::select_unpredictable(pred(keys[i]), i + 1, i)
+}
+
+/// The last addresses of a chunk's ranges, padded to [`CHUNK`] with
+/// `u64::MAX` (which no address is above, so padding is never counted),
+/// for a search of fixed shape.
+#[derive(Clone)]
+struct Keys(Arc<[u64; CHUNK]>);
+
+impl Keys {
+    fn new(ranges: &[FlatRange]) -> Keys {
+        debug_assert!(ranges.len() <= CHUNK);
+        let mut keys = [u64::MAX; CHUNK];
+        for (k, r) in keys.iter_mut().zip(ranges) {
+            *k = r.last;
+        }
+        Keys(Arc::new(keys))
+    }
+
+    /// Index of the first key `>= addr` (the number of keys below it).
+    #[inline]
+    fn first_not_below(&self, addr: u64) -> usize {
+        count_prefix(&self.0, |k| k < addr)
+    }
+
+    fn heap_bytes(&self) -> usize {
+        2 * std::mem::size_of::<usize>() + std::mem::size_of::<[u64; CHUNK]>()
     }
 }
 
@@ -122,7 +165,7 @@ impl Node {
         Node {
             count: 0,
             len: 0,
-            firsts: [0u64; FANOUT],
+            firsts: [u64::MAX; FANOUT],
             before: [0usize; FANOUT],
             chunks: [const { None }; FANOUT],
         }
@@ -153,9 +196,16 @@ impl Node {
         self.chunk(k).ranges.get(i - self.before[k])
     }
 
+    /// How many chunks start at or below `addr`. Unused slots hold
+    /// `u64::MAX`, so only at that very address can they count.
+    #[inline]
+    fn chunks_from(&self, addr: u64) -> usize {
+        count_prefix(&self.firsts, |f| f <= addr).min(self.count)
+    }
+
     #[inline]
     fn lookup(&self, addr: u64) -> Option<&FlatRange> {
-        let k = self.firsts[..self.count].partition_point(|&f| f <= addr);
+        let k = self.chunks_from(addr);
         if k == 0 {
             return None;
         }
@@ -189,8 +239,9 @@ impl Node {
             + self
                 .chunk_list()
                 .map(|c| {
-                    c.len() * (std::mem::size_of::<FlatRange>() + 8)
-                        + 4 * std::mem::size_of::<usize>()
+                    c.len() * std::mem::size_of::<FlatRange>()
+                        + 2 * std::mem::size_of::<usize>()
+                        + c.lasts.heap_bytes()
                 })
                 .sum::<usize>()
     }
@@ -498,6 +549,37 @@ mod tests {
         assert!(shared >= lc.len() - 1);
         assert_eq!(m.get(500).unwrap().last, 500 * 0x10 + 1);
         assert_eq!(m.len(), 1000);
+    }
+
+    #[test]
+    fn lookups_at_the_top_of_the_address_space() {
+        // A range ending at 2^64 - 1: its last equals the keys' padding
+        // and the node's unused slots, and must still be found.
+        let l = RangeList::from_vec(vec![fr(0, 0xff), fr(u64::MAX - 0xff, u64::MAX)]);
+        assert_eq!(l.lookup(u64::MAX).map(|r| r.start), Some(u64::MAX - 0xff));
+        assert_eq!(l.index_from(u64::MAX), 1);
+        assert_eq!(l.lookup(u64::MAX - 0x100), None);
+        assert_eq!(l.index_from(u64::MAX - 0x100), 1);
+        let empty = RangeList::from_vec(vec![fr(0, 0xff)]);
+        assert_eq!(empty.lookup(u64::MAX), None);
+        assert_eq!(empty.index_from(u64::MAX), 1);
+    }
+
+    proptest! {
+        #[test]
+        fn fixed_shape_search_equals_partition_point(
+            mut keys in proptest::collection::vec(any::<u64>(), 0..=CHUNK),
+            probes in proptest::collection::vec(any::<u64>(), 1..16),
+        ) {
+            keys.sort_unstable();
+            keys.dedup();
+            let ranges: Vec<FlatRange> = keys.iter().map(|&k| fr(k, k)).collect();
+            let chunk = Chunk::new(&ranges);
+            let edges = [0, 1, u64::MAX - 1, u64::MAX];
+            for addr in probes.into_iter().chain(keys.iter().flat_map(|&k| [k, k.wrapping_add(1)])).chain(edges) {
+                prop_assert_eq!(chunk.from(addr), keys.partition_point(|&k| k < addr), "addr {:#x}", addr);
+            }
+        }
     }
 
     proptest! {
