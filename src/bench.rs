@@ -144,7 +144,7 @@ pub fn mean_median_ns(times: &[Duration]) -> (f64, f64) {
     ns.sort_by(f64::total_cmp);
     let mean = ns.iter().sum::<f64>() / ns.len() as f64;
     let mid = ns.len() / 2;
-    let median = if ns.len() % 2 == 0 {
+    let median = if ns.len().is_multiple_of(2) {
         (ns[mid - 1] + ns[mid]) / 2.0
     } else {
         ns[mid]

@@ -98,7 +98,7 @@ impl MachineConfig {
             return Err("RAM page shift must be between the host page shift (16) and 30");
         }
         let page = 1u64 << self.ram_page_shift;
-        if self.ram_size == 0 || self.ram_size % page != 0 {
+        if self.ram_size == 0 || !self.ram_size.is_multiple_of(page) {
             return Err("RAM size must be a non-zero multiple of the RAM page size");
         }
         let mut numbers: Vec<u32> = self.groups.iter().map(|g| g.number).collect();

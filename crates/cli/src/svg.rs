@@ -78,7 +78,7 @@ pub fn size(bytes: u128) -> String {
         unit += 1;
     }
     let scale = 1u128 << (10 * unit);
-    if bytes % scale == 0 {
+    if bytes.is_multiple_of(scale) {
         format!("{} {}", bytes / scale, UNITS[unit])
     } else {
         format!("{:.1} {}", bytes as f64 / scale as f64, UNITS[unit])

@@ -271,7 +271,7 @@ fn split(offset: u64, len: usize, max: u8, mut f: impl FnMut(u64, u8)) {
         let o = offset + at;
         let left = len as u64 - at;
         let mut size = max.max(1) as u64;
-        while size > 1 && (o % size != 0 || size > left) {
+        while size > 1 && (!o.is_multiple_of(size) || size > left) {
             size /= 2;
         }
         f(o, size as u8);

@@ -173,7 +173,7 @@ fn commit(m: &mut Machine, n: u64) {
     mem.set_alias_offset(m.dtag, slot * 0x100).unwrap();
     mem.set_address(m.iommu, WINDOWS[(slot % 2) as usize])
         .unwrap();
-    if n % 16 == 0 {
+    if n.is_multiple_of(16) {
         let fresh = mem.create_ram("scratch", 0x1000).unwrap();
         mem.del_subregion(m.sys_root, m.scratch).unwrap();
         mem.destroy_region(m.scratch).unwrap();
@@ -280,7 +280,7 @@ fn reader(
         if let Some(old) = &last_view {
             check_sys(old, h.x);
         }
-        if checks % 64 == 0 {
+        if checks.is_multiple_of(64) {
             last_view = Some(Arc::clone(&v));
         }
         checks += 1;

@@ -91,9 +91,9 @@ impl VmOps for FakeKvm {
         let mut st = self.0.lock();
         st.memslot_calls += 1;
         if r.flags & !(KVM_MEM_READONLY | KVM_MEM_LOG_DIRTY_PAGES) != 0
-            || r.memory_size % PAGE != 0
-            || r.guest_phys_addr % PAGE != 0
-            || r.userspace_addr % PAGE != 0
+            || !r.memory_size.is_multiple_of(PAGE)
+            || !r.guest_phys_addr.is_multiple_of(PAGE)
+            || !r.userspace_addr.is_multiple_of(PAGE)
             || r.slot >= st.nr_slots
             || r.guest_phys_addr.checked_add(r.memory_size).is_none()
         {

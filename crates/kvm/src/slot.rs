@@ -92,7 +92,7 @@ impl Geometry {
         }
         let head = (first - start) as u64;
         let userspace_addr = host + head;
-        if userspace_addr as u128 % page != 0 {
+        if !(userspace_addr as u128).is_multiple_of(page) {
             return Err(Error::Misaligned {
                 guest_phys_addr: first as u64,
                 host_addr: userspace_addr,

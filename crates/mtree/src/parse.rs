@@ -147,7 +147,7 @@ impl Reader {
             return Err(ParseErrorKind::RegionOutsideBlock);
         }
         let spaces = line.len() - line.trim_start_matches(' ').len();
-        if spaces % 2 != 0 {
+        if !spaces.is_multiple_of(2) {
             return Err(ParseErrorKind::BadIndent { spaces });
         }
         let level = spaces / 2;

@@ -115,10 +115,12 @@ impl PhbConfig {
         if self.index > Self::MAX_INDEX {
             return bad("index too large for distinct LIOBNs");
         }
-        if self.dma_window_size == 0 || self.dma_window_size % page != 0 {
+        if self.dma_window_size == 0 || !self.dma_window_size.is_multiple_of(page) {
             return bad("default window size is not a non-zero multiple of 4 KiB");
         }
-        if self.dma_window_addr % page != 0 || self.dma64_window_addr % page != 0 {
+        if !self.dma_window_addr.is_multiple_of(page)
+            || !self.dma64_window_addr.is_multiple_of(page)
+        {
             return bad("window addresses are not 4 KiB aligned");
         }
         if default.end() > SIZE_2_64 {
