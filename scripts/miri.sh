@@ -4,13 +4,16 @@
 # usage: scripts/miri.sh
 #
 # The core's unsafe code is HostMemory (crates/core/src/backing.rs): the
-# anonymous mmap, the atomic word accesses to it, munmap. This runs, on
-# the nightly toolchain:
+# anonymous mmap, the atomic word accesses to it, munmap; and the range
+# list's chunks (crates/core/src/ranges.rs), written in place before they
+# are declared initialised. This runs, on the nightly toolchain:
 #   - backing.rs's unit tests, among them two threads writing and reading
 #     the same bytes (a data race if the copies were not atomic);
 #   - tests/access.rs: reads and writes through views into RAM, ROM, ROM
 #     devices, aliases and IOMMU translations, and snapshots that outlive
 #     the regions they map;
+#   - ranges.rs's splice and lookup unit tests (the property tests need
+#     a file system and take minutes under Miri);
 #   - tests/concurrency.rs with a short writer (ADDRSPACE_STRESS_COMMITS,
 #     default 8 here): readers on snapshots against a committing writer,
 #     and snapshots outliving the Memory.
@@ -30,6 +33,10 @@ export MIRIFLAGS="${MIRIFLAGS:-} -Zmiri-env-forward=ADDRSPACE_STRESS_COMMITS"
 
 start=$(date +%s)
 cargo +nightly miri test -p addrspace-core --lib backing::
+cargo +nightly miri test -p addrspace-core --lib -- \
+    ranges::tests::splice_shares_untouched_chunks \
+    ranges::tests::lookup_across_chunks_finds_ranges_and_gaps \
+    ranges::tests::lookups_at_the_top_of_the_address_space
 cargo +nightly miri test -p addrspace-core --test access
 cargo +nightly miri test -p addrspace-core --test concurrency
 echo "miri: all passed in $(($(date +%s) - start)) s"

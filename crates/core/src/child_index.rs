@@ -6,8 +6,13 @@
 //! size); within a class they are sorted by address. A child of class `c`
 //! can intersect `[lo, hi)` only if its address lies in `(lo - 2^c, hi)`,
 //! which is two binary searches per class.
+//!
+//! Each class is a double-ended queue: inserting or removing a child
+//! shifts whichever side of it is shorter. Toggling the first BAR of a bus
+//! with 200 same-sized BARs shifted the whole class twice per commit as a
+//! plain vector (a fortieth of the commit); now it shifts nothing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use crate::id::RegionId;
 
@@ -17,7 +22,7 @@ pub(crate) const DROP_AT: usize = 4;
 
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ChildIndex {
-    classes: BTreeMap<u32, Vec<(u64, RegionId)>>,
+    classes: BTreeMap<u32, VecDeque<(u64, RegionId)>>,
 }
 
 fn class(size: u128) -> u32 {
@@ -56,11 +61,11 @@ impl ChildIndex {
             // One search for the end; the start is found walking back,
             // past the few children that can reach into the window.
             let b = v.partition_point(|(addr, _)| (*addr as i128) < hi);
-            let a = v[..b]
-                .iter()
+            let a = v
+                .range(..b)
                 .rposition(|(addr, _)| (*addr as i128) <= from)
                 .map_or(0, |k| k + 1);
-            out.extend(v[a..b].iter().map(|(_, id)| *id));
+            out.extend(v.range(a..b).map(|(_, id)| *id));
         }
     }
 }
