@@ -53,12 +53,8 @@ impl Chunk {
         da.write_copy_of_slice(a);
         db.write_copy_of_slice(b);
         dc.write_copy_of_slice(c);
-        let mut keys = [u64::MAX; CHUNK];
-        for (k, r) in keys.iter_mut().zip(a.iter().chain(b).chain(c)) {
-            *k = r.last;
-        }
         Chunk {
-            lasts: Keys(Arc::new(keys)),
+            lasts: Keys::from_iter(a.iter().chain(b).chain(c)),
             // SAFETY: the three copies above wrote all `n` elements.
             ranges: unsafe { ranges.assume_init() },
         }
@@ -101,12 +97,19 @@ struct Keys(Arc<[u64; CHUNK]>);
 
 impl Keys {
     fn new(ranges: &[FlatRange]) -> Keys {
-        debug_assert!(ranges.len() <= CHUNK);
-        let mut keys = [u64::MAX; CHUNK];
-        for (k, r) in keys.iter_mut().zip(ranges) {
+        Keys::from_iter(ranges.iter())
+    }
+
+    /// The keys of at most [`CHUNK`] ranges, written in the shared
+    /// allocation (filling an array on the stack and moving it there cost
+    /// a copy of it per rebuilt chunk).
+    fn from_iter<'a>(ranges: impl Iterator<Item = &'a FlatRange>) -> Keys {
+        let mut keys = Arc::new([u64::MAX; CHUNK]);
+        let dst = Arc::get_mut(&mut keys).expect("a new allocation is not shared");
+        for (k, r) in dst.iter_mut().zip(ranges) {
             *k = r.last;
         }
-        Keys(Arc::new(keys))
+        Keys(keys)
     }
 
     /// Index of the first key `>= addr` (the number of keys below it).
