@@ -78,4 +78,4 @@ pub use memory::Memory;
 pub use ops::{AccessSizes, MmioOps, NullOps};
 pub use range::AddrRange;
 pub use ranges::{RangeList, CHUNK};
-pub use region::{DirtyClient, DirtyLogMask, KindTag, Region, RegionKind, SIZE_2_64};
+pub use region::{DirtyClient, DirtyLogMask, KindTag, Region, RegionKind, Subregions, SIZE_2_64};

@@ -1,5 +1,6 @@
 //! Memory regions: kinds and attributes.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use smallvec::SmallVec;
@@ -181,7 +182,10 @@ pub struct Region {
     pub(crate) parent: Option<RegionId>,
     /// In rendering order: descending priority, most recently added first
     /// among equals.
-    pub(crate) subregions: Vec<RegionId>,
+    /// A double-ended queue: linking or unlinking a child shifts the
+    /// shorter side of the list, so toggling the newest of 200 BARs on a
+    /// bus does not move the other 199.
+    pub(crate) subregions: VecDeque<RegionId>,
     pub(crate) dirty_log_mask: DirtyLogMask,
     pub(crate) ioeventfds: SmallVec<[Ioeventfd; 1]>,
     pub(crate) coalesced: SmallVec<[AddrRange; 1]>,
@@ -233,7 +237,7 @@ impl Region {
             nonvolatile: false,
             unmergeable: false,
             parent: None,
-            subregions: Vec::new(),
+            subregions: VecDeque::new(),
             dirty_log_mask: DirtyLogMask::EMPTY,
             ioeventfds: SmallVec::new(),
             coalesced: SmallVec::new(),
@@ -296,8 +300,8 @@ impl Region {
     }
     /// Subregions in rendering order (highest priority first; most recently
     /// added first among equal priorities).
-    pub fn subregions(&self) -> &[RegionId] {
-        &self.subregions
+    pub fn subregions(&self) -> Subregions<'_> {
+        Subregions(&self.subregions)
     }
     /// The dirty-log clients enabled on this region.
     pub fn dirty_log_mask(&self) -> DirtyLogMask {
@@ -344,5 +348,58 @@ impl Region {
             RegionKind::Alias { target, offset } => Some((target, offset)),
             _ => None,
         }
+    }
+}
+
+/// The subregions of a [`Region`], in rendering order (highest priority
+/// first; most recently added first among equal priorities).
+#[derive(Clone, Copy)]
+pub struct Subregions<'a>(&'a VecDeque<RegionId>);
+
+impl<'a> Subregions<'a> {
+    /// Number of subregions.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True if there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The `i`-th subregion in rendering order.
+    pub fn get(&self, i: usize) -> Option<RegionId> {
+        self.0.get(i).copied()
+    }
+
+    /// The subregions in rendering order.
+    pub fn iter(&self) -> std::collections::vec_deque::Iter<'a, RegionId> {
+        self.0.iter()
+    }
+
+    /// The subregions in rendering order, copied.
+    pub fn to_vec(&self) -> Vec<RegionId> {
+        self.0.iter().copied().collect()
+    }
+}
+
+impl<'a> IntoIterator for Subregions<'a> {
+    type Item = &'a RegionId;
+    type IntoIter = std::collections::vec_deque::Iter<'a, RegionId>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl PartialEq for Subregions<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+impl Eq for Subregions<'_> {}
+
+impl std::fmt::Debug for Subregions<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.iter()).finish()
     }
 }
