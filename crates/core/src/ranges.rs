@@ -54,7 +54,7 @@ impl Chunk {
         db.write_copy_of_slice(b);
         dc.write_copy_of_slice(c);
         Chunk {
-            lasts: Keys::from_iter(a.iter().chain(b).chain(c)),
+            lasts: Keys::from_parts(&[a, b, c]),
             // SAFETY: the three copies above wrote all `n` elements.
             ranges: unsafe { ranges.assume_init() },
         }
@@ -97,17 +97,23 @@ struct Keys(Arc<[u64; CHUNK]>);
 
 impl Keys {
     fn new(ranges: &[FlatRange]) -> Keys {
-        Keys::from_iter(ranges.iter())
+        Keys::from_parts(&[ranges])
     }
 
     /// The keys of at most [`CHUNK`] ranges, written in the shared
     /// allocation (filling an array on the stack and moving it there cost
     /// a copy of it per rebuilt chunk).
-    fn from_iter<'a>(ranges: impl Iterator<Item = &'a FlatRange>) -> Keys {
+    /// Takes the ranges as consecutive parts: a loop per part, where one
+    /// over chained iterators tested which part it was in at every key.
+    fn from_parts(parts: &[&[FlatRange]]) -> Keys {
         let mut keys = Arc::new([u64::MAX; CHUNK]);
-        let dst = Arc::get_mut(&mut keys).expect("a new allocation is not shared");
-        for (k, r) in dst.iter_mut().zip(ranges) {
-            *k = r.last;
+        let mut dst = &mut Arc::get_mut(&mut keys).expect("a new allocation is not shared")[..];
+        for part in parts {
+            let (now, rest) = dst.split_at_mut(part.len());
+            for (k, r) in now.iter_mut().zip(*part) {
+                *k = r.last;
+            }
+            dst = rest;
         }
         Keys(keys)
     }
