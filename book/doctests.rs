@@ -44,5 +44,8 @@ pub struct Performance;
 #[doc = include_str!("src/reliability.md")]
 pub struct Reliability;
 
+#[doc = include_str!("src/bad-input.md")]
+pub struct BadInput;
+
 #[doc = include_str!("src/cli.md")]
 pub struct Cli;

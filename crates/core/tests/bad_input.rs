@@ -490,7 +490,19 @@ fn failed_operation_inside_transaction_keeps_earlier_changes_pending() {
     let mut m = machine();
     m.mem.begin();
     m.mem.set_enabled(m.bus, false).unwrap();
-    assert!(m.mem.del_subregion(m.system, m.dev).is_err());
+    let before = fingerprint(&m.mem);
+    assert_eq!(
+        m.mem.del_subregion(m.system, m.dev),
+        Err(Error::NotASubregion {
+            parent: m.system,
+            region: m.dev,
+        })
+    );
+    assert_eq!(
+        before,
+        fingerprint(&m.mem),
+        "the failure changed nothing itself"
+    );
     m.mem.commit().unwrap();
     let view = m.mem.view(m.as_id).unwrap();
     assert!(view.lookup(0x1000_0100).is_none());

@@ -390,6 +390,8 @@ fn using_a_released_container() {
 fn plugging_with_a_locked_memory_limit_too_low_for_guest_ram() {
     let f = attached();
     f.sim.set_locked_memory_limit(0);
+    // Refused as VfioError::Memory(Error::ListenerRefused), carrying the
+    // listener's VfioError::Kernel (REGISTER_MEMORY failing with ENOMEM).
     refused(
         f,
         |f| f.c.plug(&mut f.m.mem, f.m.guest, Some(f.m.dma)).map(drop),
@@ -447,7 +449,8 @@ fn plugging_over_a_window_whose_size_is_not_a_power_of_two() {
 #[test]
 fn plugging_over_a_window_with_pages_smaller_than_any_host_page() {
     // The smallest IOMMU page a host offers is 4 KiB; the guest window
-    // has 2 KiB pages.
+    // has 2 KiB pages. Refused as VfioError::Memory(Error::ListenerRefused),
+    // carrying the listener's VfioError::NoPageSize.
     let mut f = attached();
     let w = f.m.new_window(SLOT1, WINDOW, 0x800);
     f.m.enable_window(w).unwrap();
@@ -470,7 +473,8 @@ fn plugging_v1_over_a_window_outside_the_fixed_window() {
     f.c = container(&f.sim, IommuType::SpaprV1, GB);
     // Only the window outside: the default window's first use would
     // make the kernel create its pending 32-bit window, which no ioctl
-    // takes back.
+    // takes back. Refused as VfioError::Memory(Error::ListenerRefused),
+    // carrying the listener's VfioError::OutsideFixedWindow.
     f.m.disable_window(0).unwrap();
     let w = f.m.new_window(SLOT1, WINDOW, PAGE);
     f.m.enable_window(w).unwrap();
