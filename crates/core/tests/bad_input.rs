@@ -486,6 +486,47 @@ fn destroyed_address_space_is_stale() {
 }
 
 #[test]
+fn ram_larger_than_the_host_can_map_is_refused() {
+    refused(
+        |m| m.mem.create_ram("huge", SIZE_2_64).map(drop),
+        |_, e| *e == Error::BackingAllocation { size: SIZE_2_64 },
+    );
+}
+
+#[test]
+fn host_memory_access_past_its_end_is_refused() {
+    // RAM's host memory, read and written past its 64 KiB: the error
+    // names the access, and the bytes are as they were.
+    refused(
+        |m| {
+            let backing = m
+                .mem
+                .region(m.ram)?
+                .backing()
+                .expect("RAM has host memory")
+                .clone();
+            backing.write(0xfff0, &[0xaa; 0x10])?;
+            let mut before = [0u8; 0x10];
+            backing.read(0xfff0, &mut before)?;
+            let err = backing.write(0xfff8, &[0x55; 0x10]).unwrap_err();
+            let mut after = [0u8; 0x10];
+            backing.read(0xfff0, &mut after)?;
+            assert_eq!(before, after, "a refused write changed host memory");
+            assert!(backing.read(0x1_0000, &mut after[..1]).is_err());
+            backing.write(0xfff0, &[0; 0x10])?;
+            Err(err)
+        },
+        |_, e| {
+            *e == Error::BackingOutOfRange {
+                offset: 0xfff8,
+                size: 0x10,
+                len: 0x10000,
+            }
+        },
+    );
+}
+
+#[test]
 fn failed_operation_inside_transaction_keeps_earlier_changes_pending() {
     let mut m = machine();
     m.mem.begin();
