@@ -16,6 +16,7 @@ pub use addrspace_mtree as mtree;
 pub mod bench;
 pub mod demo;
 pub mod describe;
+pub mod fuzzing;
 pub mod pc;
 pub mod pseries;
 pub mod replay;
