@@ -20,7 +20,11 @@
 //!    same name), the next one is taken when no later alias of that name
 //!    could queue it before its header, or when the candidates print
 //!    identically (then the choice changes nothing); otherwise the alias
-//!    is [ambiguous](crate::ParseErrorKind::AmbiguousAliasTarget).
+//!    is [ambiguous](crate::ParseErrorKind::AmbiguousAliasTarget). The
+//!    replay needs the text in QEMU's order: if any line's subregions are
+//!    not (ascending address, descending priority at one address), or an
+//!    alias queues a section out of turn, every alias of a shared name is
+//!    ambiguous.
 //! 3. If no section has the name (hand-written or trimmed dumps), any
 //!    region line with that name qualifies; all candidates must print
 //!    identically (then the first in line order is taken), else the alias
@@ -49,7 +53,7 @@ pub(crate) fn resolve(
     let mut queue = Queue {
         queued: vec![false; sections.len()],
         next: 0,
-        in_order: true,
+        in_order: printed_in_order(all),
     };
     let mut lines_by_name: HashMap<&str, Vec<Occ>> = HashMap::new();
     for o in (0..all.occ.len()).filter(|&o| canon[o] == o) {
@@ -101,6 +105,21 @@ pub(crate) fn resolve(
         target_of.insert(canon[a], canon[all.roots[sections[section]]]);
     }
     Ok(target_of)
+}
+
+/// True if every line's subregion lines come in the order QEMU prints
+/// them: ascending address, and descending priority at one address. The
+/// queue replay reads aliases in line order, so it only stands for
+/// QEMU's queue when the lines are where QEMU would have put them; text
+/// with siblings out of order (hand-edited) reads its aliases in another
+/// order than the same tree printed back, and the two could resolve a
+/// shared name differently.
+fn printed_in_order(all: &Occurrences<'_>) -> bool {
+    all.nodes.iter().all(|n| {
+        n.children.windows(2).all(|w| {
+            w[0].start < w[1].start || (w[0].start == w[1].start && w[0].priority >= w[1].priority)
+        })
+    })
 }
 
 /// QEMU's alias print queue, replayed over the sections.

@@ -35,3 +35,22 @@ fn valid_seeds_print_back_exactly() {
         );
     }
 }
+
+/// Found by the fuzzer: duplicate-named `memory-region:` sections were
+/// told apart by replaying QEMU's print queue over lines whose siblings
+/// were not in QEMU's print order; the tree printed back (in order) then
+/// read as ambiguous. Out-of-order text no longer resolves shared names.
+#[test]
+fn shared_section_names_need_lines_in_print_order() {
+    use addrspace_mtree::{parse, ParseErrorKind};
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/mtree_parse");
+    let data = std::fs::read(dir.join("regression-siblings-out-of-order")).unwrap();
+    let err = parse(&String::from_utf8_lossy(&data)).unwrap_err();
+    assert!(
+        matches!(
+            &err.kind,
+            ParseErrorKind::AmbiguousAliasTarget { candidates: 2, .. }
+        ),
+        "{err:?}"
+    );
+}
