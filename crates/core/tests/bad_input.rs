@@ -7,8 +7,8 @@ mod common;
 
 use addrspace_core::recorder::{EventLog, Recorder};
 use addrspace_core::{
-    AddressSpaceId, Error, EventNotifier, Ioeventfd, ListenerConfig, ListenerId, Memory, NullOps,
-    RegionId, UnmappedIommu, Unregister, SIZE_2_64,
+    AddressSpaceId, Error, EventNotifier, Ioeventfd, IommuEvent, IommuNotify, ListenerConfig,
+    ListenerId, Memory, NotifierFlags, NullOps, RegionId, UnmappedIommu, Unregister, SIZE_2_64,
 };
 use common::fingerprint;
 
@@ -548,4 +548,137 @@ fn failed_operation_inside_transaction_keeps_earlier_changes_pending() {
     let view = m.mem.view(m.as_id).unwrap();
     assert!(view.lookup(0x1000_0100).is_none());
     let _ = m.listener;
+}
+
+/// An IOMMU notifier that must never be told anything: every request
+/// below is refused before it is registered or sent.
+struct Deaf;
+
+impl IommuNotify for Deaf {
+    fn notify(&self, event: &IommuEvent) {
+        panic!("a refused notifier request reached a notifier: {event:?}");
+    }
+}
+
+/// Makes a detached IOMMU region of 0x10000 bytes, runs `op` on it,
+/// checks that no notifier was left on it (its flags are empty and it can
+/// be destroyed, which a registered notifier would forbid), and destroys it.
+fn with_iommu(
+    m: &mut Machine,
+    op: impl FnOnce(&mut Memory, RegionId) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let iommu = m
+        .mem
+        .create_iommu("tce", 0x10000, Arc::new(UnmappedIommu { page_size: 4096 }))
+        .unwrap();
+    let err = op(&mut m.mem, iommu);
+    assert_eq!(
+        m.mem.iommu_notifier_flags(iommu).unwrap(),
+        NotifierFlags::NONE
+    );
+    m.mem.destroy_region(iommu).unwrap();
+    err
+}
+
+#[test]
+fn notifier_asking_for_no_events_is_refused() {
+    refused(
+        |m| {
+            with_iommu(m, |mem, iommu| {
+                let err = mem
+                    .register_iommu_notifier(iommu, NotifierFlags::NONE, 0, 0xfff, Arc::new(Deaf))
+                    .map(drop);
+                assert_eq!(err, Err(Error::EmptyNotifierFlags { region: iommu }));
+                err
+            })
+        },
+        |_, e| matches!(e, Error::EmptyNotifierFlags { .. }),
+    );
+}
+
+#[test]
+fn notifier_with_an_inverted_range_is_refused() {
+    refused(
+        |m| {
+            with_iommu(m, |mem, iommu| {
+                let err = mem
+                    .register_iommu_notifier(
+                        iommu,
+                        NotifierFlags::MAP,
+                        0x2000,
+                        0x1000,
+                        Arc::new(Deaf),
+                    )
+                    .map(drop);
+                assert!(
+                    matches!(err, Err(Error::BadNotifierRange { region, start: 0x2000, last: 0x1000, .. }) if region == iommu),
+                    "{err:?}"
+                );
+                err
+            })
+        },
+        |_, e| matches!(e, Error::BadNotifierRange { .. }),
+    );
+}
+
+#[test]
+fn notifier_past_its_region_end_is_refused() {
+    refused(
+        |m| {
+            with_iommu(m, |mem, iommu| {
+                let err = mem
+                    .register_iommu_notifier(iommu, NotifierFlags::MAP, 0, 0x10000, Arc::new(Deaf))
+                    .map(drop);
+                assert!(
+                    matches!(err, Err(Error::BadNotifierRange { region, last: 0x10000, region_size: 0x10000, .. }) if region == iommu),
+                    "{err:?}"
+                );
+                err
+            })
+        },
+        |_, e| matches!(e, Error::BadNotifierRange { .. }),
+    );
+}
+
+#[test]
+fn notifier_on_a_region_that_is_not_an_iommu_is_refused() {
+    refused(
+        |m| {
+            m.mem
+                .register_iommu_notifier(m.ram, NotifierFlags::MAP, 0, 0xfff, Arc::new(Deaf))
+                .map(drop)
+        },
+        |m, e| *e == Error::NotAnIommu { region: m.ram },
+    );
+}
+
+#[test]
+fn iommu_event_to_a_region_that_is_not_an_iommu_is_refused() {
+    refused(
+        |m| {
+            m.mem
+                .iommu_notify(m.dev, &IommuEvent::unmap(0, 0x1000))
+                .map(drop)
+        },
+        |m, e| *e == Error::NotAnIommu { region: m.dev },
+    );
+}
+
+#[test]
+fn unregistered_notifier_is_stale() {
+    refused(
+        |m| {
+            with_iommu(m, |mem, iommu| {
+                let id = mem
+                    .register_iommu_notifier(iommu, NotifierFlags::MAP, 0, 0xfff, Arc::new(Deaf))
+                    .unwrap();
+                mem.unregister_iommu_notifier(id).unwrap();
+                assert_eq!(mem.replay_iommu_notifier(id), Err(Error::StaleNotifier(id)));
+                let err = mem.unregister_iommu_notifier(id);
+                assert_eq!(err, Err(Error::StaleNotifier(id)));
+                err
+            })
+        },
+        |_, e| matches!(e, Error::StaleNotifier(_)),
+    );
 }
