@@ -7,7 +7,7 @@ mod support;
 
 use std::sync::Arc;
 
-use addrspace_core::{Error, IommuPerm, Memory};
+use addrspace_core::{Error, IommuEvent, IommuPerm, IommuTlbEntry, Memory};
 use addrspace_vfio::{
     BackendSnapshot, Container, Errno, GroupConfig, IommuGroupId, IommuType, KernelCall, SimConfig,
     SimKernel, SimMode, VfioError, VFIO_SPAPR_TCE_V2_IOMMU,
@@ -507,6 +507,32 @@ fn guest_mapping_that_points_outside_guest_ram() {
         "{errors:?}"
     );
     assert!(errors[0].to_string().contains("0x11000000"));
+}
+
+#[test]
+fn guest_mapping_that_translates_into_another_address_space() {
+    // An IOMMU whose translation leads into the DMA address space rather
+    // than the guest memory the container follows: refused and logged on
+    // the container, as for a gpa outside guest RAM; no host TCE changes.
+    let f = plugged();
+    let before = fingerprint(&f.m, &f.sim, &f.c);
+    let win = &f.m.windows[0];
+    let event = IommuEvent::map(&IommuTlbEntry {
+        iova: PAGE,
+        translated_addr: 0,
+        addr_mask: PAGE - 1,
+        perm: IommuPerm::RW,
+        target: Some(f.m.dma),
+    });
+    f.m.mem.iommu_notify(win.region, &event).unwrap();
+    assert_eq!(before, fingerprint(&f.m, &f.sim, &f.c));
+    let errors = f.c.take_errors();
+    assert!(
+        matches!(errors.as_slice(), [VfioError::ForeignTarget { iova: PAGE, expected, found }]
+            if *expected == f.m.guest && *found == f.m.dma),
+        "{errors:?}"
+    );
+    assert!(!errors[0].to_string().is_empty());
 }
 
 #[cfg(target_os = "linux")]
