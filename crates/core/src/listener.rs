@@ -59,7 +59,7 @@
 //! returning an error. During a commit, a refused `region_add` or
 //! `eventfd_add` means that listener does not hold the section or fd (it
 //! gets nothing more about it, not even the deletion); dispatch goes on and
-//! the commit returns [`Error::ListenerRefused`](crate::Error::ListenerRefused).
+//! the commit returns [`Error::ListenerRefused`].
 //!
 //! # Panics
 //!
@@ -79,7 +79,7 @@
 //!
 //! Everything else goes on: the tree changes as asked, the new views are
 //! published, every other listener hears the whole operation, and the
-//! operation returns [`Error::ListenerPanicked`](crate::Error::ListenerPanicked)
+//! operation returns [`Error::ListenerPanicked`]
 //! naming the listener, the callback and the panic message (with any other
 //! error it would have returned). The change **was applied**. This holds
 //! for commits (including the outermost commit of nested transactions),
@@ -93,7 +93,7 @@
 //! failed start, a panicking `vfio_stop` still leaves the region stopped,
 //! a panicking `notify_flags_changed` is a refusal, and a panicking
 //! [`IommuNotify`] does not keep an event from the other notifiers
-//! ([`Error::NotifierPanicked`](crate::Error::NotifierPanicked)).
+//! ([`Error::NotifierPanicked`]).
 //! Panics in MMIO or IOMMU `translate` callbacks during a guest access
 //! happen on the reader's thread, against an immutable snapshot: they
 //! unwind to the caller of the access and cannot affect the tree.
