@@ -12,11 +12,14 @@
 //!   what a vCPU pays to pick up the current snapshot (an `Arc` clone and
 //!   drop included).
 //! - `lookup/refresh`: [`ViewReader::refresh`] when nothing changed.
-//! - `lookup/floor`: the same random hits, answered by a plain binary
-//!   search over a contiguous array of the ranges' start addresses followed
-//!   by loading the range from a contiguous copy of them: what any sorted
-//!   structure pays on this machine, measured in the same run as `random`
-//!   (a copy nothing else shares, so not something a commit could keep).
+//! - `lookup/random_in/{100,1000,100000}`: `random` on views of that many
+//!   BARs: one node of the range list with two chunks, one full node, and
+//!   98 nodes (past the 16 the small top search covers).
+//! - `lookup/contiguous`: the same random hits, answered by std's binary
+//!   search (`partition_point`) over a contiguous array of the ranges'
+//!   start addresses followed by loading the range from a contiguous copy
+//!   of them: a reference point measured in the same run as `random` (a
+//!   copy nothing else shares, so not something a commit could keep).
 //!
 //! Times are per call. The calls run in a plain loop inside `iter_custom`
 //! rather than one per `Bencher::iter`: there the loop state lives behind
@@ -48,7 +51,7 @@ const TABLE: usize = 4096;
 /// `TABLE` pseudo-random addresses, each `offset_in_slot` bytes past the
 /// start of a random BAR's slot (a slot is a BAR and the gap after it),
 /// plus a random offset below `BAR_SIZE`.
-fn addresses(offset_in_slot: u64) -> Vec<u64> {
+fn addresses(bars: usize, offset_in_slot: u64) -> Vec<u64> {
     // xorshift64: deterministic, so runs compare.
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut next = || {
@@ -59,7 +62,7 @@ fn addresses(offset_in_slot: u64) -> Vec<u64> {
     };
     (0..TABLE)
         .map(|_| {
-            let slot = next() % BARS as u64;
+            let slot = next() % bars as u64;
             BAR_BASE + slot * 2 * BAR_SIZE + offset_in_slot + next() % BAR_SIZE
         })
         .collect()
@@ -79,8 +82,8 @@ fn lookup(c: &mut Criterion) {
     let m = ScaleMachine::new(BARS, 1).expect("build scale machine");
     let view = m.mem.view(m.memory).expect("memory view");
     let handle = m.mem.view_handle(m.memory).expect("view handle");
-    let hits = addresses(0);
-    let misses = addresses(BAR_SIZE);
+    let hits = addresses(BARS, 0);
+    let misses = addresses(BARS, BAR_SIZE);
     assert!(hits.iter().all(|a| view.lookup(*a).is_some()));
     assert!(misses.iter().all(|a| view.lookup(*a).is_none()));
 
@@ -101,7 +104,7 @@ fn lookup(c: &mut Criterion) {
     });
     let starts: Vec<u64> = view.ranges.iter().map(|r| r.start).collect();
     let flat: Vec<addrspace::FlatRange> = view.ranges.iter().copied().collect();
-    group.bench_function("floor", |b| {
+    group.bench_function("contiguous", |b| {
         b.iter_custom(|iters| {
             let mask = hits.len() - 1;
             let t = Instant::now();
@@ -136,6 +139,19 @@ fn lookup(c: &mut Criterion) {
             t.elapsed()
         });
     });
+    group.finish();
+
+    // The same random hits on smaller and larger views.
+    let mut group = c.benchmark_group("lookup/random_in");
+    for bars in [100, 1_000, 100_000] {
+        let m = ScaleMachine::new(bars, 1).expect("build scale machine");
+        let view = m.mem.view(m.memory).expect("memory view");
+        let hits = addresses(bars, 0);
+        assert!(hits.iter().all(|a| view.lookup(*a).is_some()));
+        group.bench_function(format!("{bars}"), |b| {
+            b.iter_custom(|iters| lookups(&view, &hits, iters));
+        });
+    }
     group.finish();
 }
 
