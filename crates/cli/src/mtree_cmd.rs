@@ -187,12 +187,16 @@ fn emit(out: &mut dyn Write, text: &str) -> Result<(), CliError> {
 mod tests {
     use super::*;
 
-    fn temp_file(name: &str, text: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("addrspace-cli-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join(name);
+    /// `text` in a file `name` in a fresh directory, and the directory,
+    /// which removes both when dropped.
+    fn temp_file(name: &str, text: &str) -> (PathBuf, tempfile::TempDir) {
+        let dir = tempfile::Builder::new()
+            .prefix("addrspace-cli-")
+            .tempdir()
+            .unwrap();
+        let path = dir.path().join(name);
         std::fs::write(&path, text).unwrap();
-        path
+        (path, dir)
     }
 
     const TREE: &str = "address-space: memory\n  0000000000000000-ffffffffffffffff (prio 0, i/o): system\n    \
@@ -202,7 +206,7 @@ mod tests {
 
     #[test]
     fn tree_prints_the_dump_back() {
-        let path = temp_file("back.tree", TREE);
+        let (path, _dir) = temp_file("back.tree", TREE);
         let mut out = Vec::new();
         MtreeCommand::Tree { tree: path }.run(&mut out).unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), TREE);
@@ -210,7 +214,7 @@ mod tests {
 
     #[test]
     fn flat_applies_readonly_aliases() {
-        let path = temp_file("ro.tree", TREE);
+        let (path, _dir) = temp_file("ro.tree", TREE);
         let mut out = Vec::new();
         let cmd = MtreeCommand::Flat {
             tree: path,
@@ -240,7 +244,7 @@ mod tests {
 
     #[test]
     fn hints_that_are_not_a_flat_dump_are_refused() {
-        let tree = temp_file("h.tree", TREE);
+        let (tree, _dir) = temp_file("h.tree", TREE);
         let err = MtreeCommand::Flat {
             tree: tree.clone(),
             hints: Some(tree),

@@ -51,9 +51,11 @@ fn mtree_tree_prints_the_dump_back() {
 
 #[test]
 fn bad_input_exits_2_with_file_and_line() {
-    let dir = std::env::temp_dir().join(format!("addrspace-cli-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let bad = dir.join("bad.tree");
+    let dir = tempfile::Builder::new()
+        .prefix("addrspace-cli-")
+        .tempdir()
+        .unwrap();
+    let bad = dir.path().join("bad.tree");
     std::fs::write(
         &bad,
         "address-space: memory\n  00000000000000zz-ffffffffffffffff (prio 0, i/o): system\n",
