@@ -57,6 +57,8 @@ pub mod recorder;
 mod region;
 mod registration;
 mod render;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod tree;
 
 pub use access::{AccessError, MAX_TRANSLATION_DEPTH};
