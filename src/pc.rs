@@ -15,6 +15,7 @@
 //!                  `open_pam`)
 //! ```
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use addrspace_core::{
@@ -40,6 +41,8 @@ pub struct PcMachine {
     pub vga: RegionId,
     /// The shadow-RAM alias over the BIOS area (PAM).
     pub pam_ram: RegionId,
+    /// The BARs `plug_bar` mapped and `unplug_bar` has not destroyed.
+    bars: BTreeSet<RegionId>,
 }
 
 impl PcMachine {
@@ -74,10 +77,15 @@ impl PcMachine {
             bios,
             vga,
             pam_ram,
+            bars: BTreeSet::new(),
         })
     }
 
     /// Maps a device BAR of `size` bytes at `addr` in PCI space.
+    ///
+    /// All or nothing: when the mapping fails, including when it was
+    /// applied but a listener refused or panicked on it, the BAR is taken
+    /// out again and destroyed, and the mapping's own error is returned.
     pub fn plug_bar(
         &mut self,
         name: &str,
@@ -87,16 +95,50 @@ impl PcMachine {
     ) -> Result<RegionId, Error> {
         let bar = self.mem.create_mmio(name, size as u128, ops)?;
         if let Err(e) = self.mem.add_subregion_overlap(self.pci, addr, bar, 1) {
-            self.mem.destroy_region(bar)?;
+            // A listener's refusal or panic comes after the change was
+            // applied: the BAR is mapped for everyone else.
+            if self.bar_is_mapped(bar) {
+                if let Err(undo) = self.mem.del_subregion(self.pci, bar) {
+                    tracing::warn!(%bar, %undo, "taking back a refused BAR");
+                }
+            }
+            if let Err(undo) = self.mem.destroy_region(bar) {
+                tracing::warn!(%bar, %undo, "destroying a refused BAR");
+            }
             return Err(e);
         }
+        self.bars.insert(bar);
         Ok(bar)
     }
 
     /// Unmaps and destroys a BAR.
+    ///
+    /// When the unmapping was applied but a listener panicked on it, the
+    /// BAR is still destroyed and that error is returned; when it was not
+    /// applied (not a BAR of this machine), nothing changes.
     pub fn unplug_bar(&mut self, bar: RegionId) -> Result<(), Error> {
-        self.mem.del_subregion(self.pci, bar)?;
-        self.mem.destroy_region(bar)
+        if !self.bars.contains(&bar) {
+            return Err(Error::KindMismatch {
+                region: bar,
+                kind: "not a plugged BAR",
+                operation: "unplug_bar",
+            });
+        }
+        let unmapped = self.mem.del_subregion(self.pci, bar);
+        if self.bar_is_mapped(bar) {
+            return unmapped;
+        }
+        let destroyed = self.mem.destroy_region(bar);
+        if destroyed.is_ok() {
+            self.bars.remove(&bar);
+        }
+        unmapped.and(destroyed)
+    }
+
+    fn bar_is_mapped(&self, bar: RegionId) -> bool {
+        self.mem
+            .region(bar)
+            .is_ok_and(|r| r.parent() == Some(self.pci))
     }
 
     /// Makes the BIOS area read shadow RAM (as firmware does through PAM).
@@ -118,6 +160,11 @@ impl PcMachine {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Mutex;
+
+    use addrspace_core::{Listener, ListenerConfig, ListenerCx, ListenerResult, Section};
+
     use super::*;
 
     /// (region, offset in region, read-only) at `addr`.
@@ -152,5 +199,103 @@ mod tests {
         assert_ne!(view.lookup(0x100_0000).unwrap().region, bar);
         pc.unplug_bar(bar).unwrap();
         assert!(pc.mem.region(bar).is_err());
+    }
+
+    /// A listener on `memory` that records what it holds and can be told
+    /// to refuse additions or to panic on deletions.
+    #[derive(Default, Clone)]
+    struct Picky {
+        refuse_add: Arc<AtomicBool>,
+        panic_del: Arc<AtomicBool>,
+        held: Arc<Mutex<BTreeSet<u64>>>,
+    }
+
+    impl Listener for Picky {
+        fn region_add(&mut self, _: &mut ListenerCx<'_>, s: &Section) -> ListenerResult {
+            if self.refuse_add.load(Ordering::Relaxed) {
+                return Err("no room".into());
+            }
+            self.held.lock().unwrap().insert(s.range.start);
+            Ok(())
+        }
+        fn region_del(&mut self, _: &mut ListenerCx<'_>, s: &Section) {
+            assert!(!self.panic_del.load(Ordering::Relaxed), "told to panic");
+            assert!(self.held.lock().unwrap().remove(&s.range.start));
+        }
+    }
+
+    fn machine_with(listeners: &[&Picky]) -> PcMachine {
+        let mut pc = PcMachine::new(0x800_0000).unwrap();
+        for (i, l) in listeners.iter().enumerate() {
+            let config = ListenerConfig::new(format!("picky{i}"));
+            pc.mem
+                .register_listener(pc.memory, config, Box::new((*l).clone()))
+                .unwrap();
+        }
+        pc
+    }
+
+    const HOLE: u64 = 0xc000_0000;
+
+    #[test]
+    fn a_refused_plug_leaves_no_bar_behind() {
+        let (refuser, other) = (Picky::default(), Picky::default());
+        let mut pc = machine_with(&[&refuser, &other]);
+        let before = pc.mem.view(pc.memory).unwrap();
+        refuser.refuse_add.store(true, Ordering::Relaxed);
+        let err = pc
+            .plug_bar("bar", HOLE, 0x1000, PcMachine::null_device())
+            .unwrap_err();
+        assert!(matches!(err, Error::ListenerRefused { .. }), "{err}");
+        assert_eq!(pc.mem.regions_named("bar").count(), 0);
+        assert_eq!(pc.mem.view(pc.memory).unwrap(), before);
+        // The listener that took the BAR was told it went away again.
+        assert!(!other.held.lock().unwrap().contains(&HOLE));
+        // A later plug at the same place works.
+        refuser.refuse_add.store(false, Ordering::Relaxed);
+        let bar = pc
+            .plug_bar("bar", HOLE, 0x1000, PcMachine::null_device())
+            .unwrap();
+        assert_eq!(
+            pc.mem.view(pc.memory).unwrap().lookup(HOLE).unwrap().region,
+            bar
+        );
+        assert!(refuser.held.lock().unwrap().contains(&HOLE));
+    }
+
+    #[test]
+    fn an_unplug_a_listener_panics_on_still_destroys_the_bar() {
+        let (panicker, other) = (Picky::default(), Picky::default());
+        let mut pc = machine_with(&[&panicker, &other]);
+        let bar = pc
+            .plug_bar("bar", HOLE, 0x1000, PcMachine::null_device())
+            .unwrap();
+        panicker.panic_del.store(true, Ordering::Relaxed);
+        let err = pc.unplug_bar(bar).unwrap_err();
+        assert!(matches!(err, Error::ListenerPanicked { .. }), "{err}");
+        assert!(pc.mem.region(bar).is_err(), "the BAR was leaked");
+        assert!(!other.held.lock().unwrap().contains(&HOLE));
+        assert!(pc.mem.view(pc.memory).unwrap().lookup(HOLE).is_none());
+    }
+
+    #[test]
+    fn unplugging_what_is_not_a_plugged_bar_changes_nothing() {
+        let mut pc = machine_with(&[]);
+        let before = pc.mem.view(pc.memory).unwrap();
+        for region in [pc.bios, pc.ram, pc.pci] {
+            let err = pc.unplug_bar(region).unwrap_err();
+            assert!(
+                matches!(err, Error::KindMismatch { region: r, .. } if r == region),
+                "{err}"
+            );
+            assert!(pc.mem.region(region).is_ok());
+        }
+        let bar = pc
+            .plug_bar("bar", HOLE, 0x1000, PcMachine::null_device())
+            .unwrap();
+        pc.unplug_bar(bar).unwrap();
+        let again = pc.unplug_bar(bar).unwrap_err();
+        assert!(matches!(again, Error::KindMismatch { .. }), "{again}");
+        assert_eq!(pc.mem.view(pc.memory).unwrap(), before);
     }
 }
