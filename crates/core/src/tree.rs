@@ -257,8 +257,20 @@ impl Memory {
     /// True if `to` can be reached from `from` through subregion and alias
     /// edges (or is `from`).
     fn reaches(&self, from: RegionId, to: RegionId) -> bool {
+        if from == to {
+            return true;
+        }
+        let r = self
+            .regions
+            .get(from.0)
+            .expect("tree edges point to live regions");
+        // A leaf reaches only itself. Most regions added are leaves (a BAR
+        // toggled in and out is one), and the walk below allocates.
+        if r.subregions.is_empty() && r.alias().is_none() {
+            return false;
+        }
         let mut stack = vec![from];
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = crate::id::IdSet::default();
         while let Some(id) = stack.pop() {
             if id == to {
                 return true;
