@@ -499,7 +499,10 @@ impl RangeList {
         let ni = self.node_of(i.min(self.len.saturating_sub(1)));
         let nj = if j > i { self.node_of(j - 1) } else { ni }.max(ni);
         let mut out = RangeList {
-            bounds: Vec::with_capacity(self.bounds.len().max(TOP_SMALL)),
+            // As many separators as before, padding included: none for a
+            // list of one node (most views), so splicing one allocates
+            // nothing here.
+            bounds: Vec::with_capacity(self.bounds.len()),
             nodes: Vec::with_capacity(self.nodes.len() + 1),
             len: 0,
         };
