@@ -31,9 +31,15 @@ pub enum BenchCommand {
     /// flat_ranges=.. engine=..` (flat_ranges: ranges of all distinct
     /// views).
     ///
+    /// With --compare, both engines toggle the same machine in alternating
+    /// rounds, COUNT commits each, so that a host whose speed drifts
+    /// during the run slows both alike; a line with the median speed-up
+    /// comes before a machine-readable line per engine, reference first.
     #[command(after_help = "EXAMPLES:
   addrspace bench toggle tests/data/conformance/qemu-7.2/x86_64-q35-e1000x200.tree \\
       --hints tests/data/conformance/qemu-7.2/x86_64-q35-e1000x200.flat --region e1000-mmio
+  addrspace bench toggle tests/data/conformance/qemu-7.2/x86_64-q35-e1000x200.tree \\
+      --hints tests/data/conformance/qemu-7.2/x86_64-q35-e1000x200.flat --region e1000-mmio --compare
   addrspace bench toggle tests/data/conformance/qemu-7.2/x86_64-q35-S.tree --region pc.rom \\
       --engine reference --count 200 --json")]
     Toggle {
@@ -52,8 +58,11 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 2000)]
         count: usize,
         /// `incremental` or `reference`.
-        #[arg(long, default_value = "incremental")]
+        #[arg(long, default_value = "incremental", conflicts_with = "compare")]
         engine: Engine,
+        /// Run both engines in alternating rounds and print the speed-up.
+        #[arg(long)]
+        compare: bool,
         /// Listen on every address space, not only `memory`.
         #[arg(long)]
         listen_all: bool,
@@ -93,6 +102,7 @@ impl BenchCommand {
                 readonly_aliases,
                 count,
                 engine,
+                compare,
                 listen_all,
                 json,
             } => {
@@ -117,27 +127,29 @@ impl BenchCommand {
                 };
                 let all = built.space_ids();
                 let mem = built.memory_mut();
-                mem.set_engine(engine);
                 let counter = count_events(mem, &spaces)?;
-                // In even chunks, each leaving the region in place, so the
-                // bar moves.
-                let bar = crate::progress::bar(count as u64, "toggle");
-                let mut times = Vec::with_capacity(count);
-                while times.len() < count {
-                    let n = (count - times.len()).min(256);
-                    times.extend(toggle(mem, target, n)?);
-                    bar.inc(n as u64);
-                }
-                bar.finish_and_clear();
-                let (mean, median) = mean_median_ns(&times);
+                let engines: &[Engine] = if compare {
+                    &[Engine::Reference, Engine::Incremental]
+                } else {
+                    std::slice::from_ref(&engine)
+                };
+                let times = toggle_engines(mem, target, engines, count)?;
                 let mut roots: Vec<_> = all.iter().filter_map(|a| mem.view(*a).ok()).collect();
                 roots.sort_by_key(|v| std::sync::Arc::as_ptr(v) as usize);
                 roots.dedup_by_key(|v| std::sync::Arc::as_ptr(v) as usize);
                 let ranges: usize = roots.iter().map(|v| v.ranges.len()).sum();
+                let stats: Vec<(Engine, f64, f64)> = engines
+                    .iter()
+                    .zip(&times)
+                    .map(|(e, t)| {
+                        let (mean, median) = mean_median_ns(t);
+                        (*e, mean, median)
+                    })
+                    .collect();
+                let speedup = compare.then(|| stats[0].2 / stats[1].2);
                 if json {
-                    return crate::json::emit(
-                        out,
-                        &serde_json::json!({
+                    let line = |&(e, mean, median): &(Engine, f64, f64)| {
+                        serde_json::json!({
                             "region": region,
                             "commits": count,
                             "events": counter.get(),
@@ -145,27 +157,52 @@ impl BenchCommand {
                             "median_commit_ns": median,
                             "address_spaces": all.len(),
                             "flat_ranges": ranges,
-                            "engine": engine.name(),
+                            "engine": e.name(),
+                        })
+                    };
+                    let doc = match speedup {
+                        Some(x) => serde_json::json!({
+                            "region": region,
+                            "commits_per_engine": count,
+                            "events": counter.get(),
+                            "rounds": ROUNDS.min(count),
+                            "speedup_median": x,
+                            "engines": stats.iter().map(line).collect::<Vec<_>>(),
                         }),
-                    );
+                        None => line(&stats[0]),
+                    };
+                    return crate::json::emit(out, &doc);
                 }
                 let w =
                     |out: &mut dyn Write, s: String| writeln!(out, "{s}").map_err(CliError::Write);
-                w(
-                    out,
-                    format!(
-                        "toggled {region:?} {count} times; listeners heard {} events",
-                        counter.get()
-                    ),
-                )?;
-                w(
-                    out,
-                    format!(
-                        "mean_commit_ns={mean:.1} median_commit_ns={median:.1} commits={count} address_spaces={} flat_ranges={ranges} engine={}",
-                        all.len(),
-                        engine.name()
-                    ),
-                )
+                match speedup {
+                    Some(x) => w(
+                        out,
+                        format!(
+                            "toggled {region:?} {count} times with each engine, in {} alternating rounds; listeners heard {} events; incremental {x:.1}x faster (median)",
+                            ROUNDS.min(count),
+                            counter.get()
+                        ),
+                    )?,
+                    None => w(
+                        out,
+                        format!(
+                            "toggled {region:?} {count} times; listeners heard {} events",
+                            counter.get()
+                        ),
+                    )?,
+                }
+                for (e, mean, median) in &stats {
+                    w(
+                        out,
+                        format!(
+                            "mean_commit_ns={mean:.1} median_commit_ns={median:.1} commits={count} address_spaces={} flat_ranges={ranges} engine={}",
+                            all.len(),
+                            e.name()
+                        ),
+                    )?;
+                }
+                Ok(())
             }
             BenchCommand::Scale { quick, json, svg } => {
                 let r = measure(quick)?;
@@ -185,6 +222,50 @@ impl BenchCommand {
             }
         }
     }
+}
+
+/// Rounds of a `bench toggle --compare` run.
+const ROUNDS: usize = 10;
+
+/// Toggles `target` `count` times with each of `engines` and returns each
+/// engine's commit times. One engine runs its commits in one go; several
+/// alternate in [`ROUNDS`] rounds (fewer if `count` is smaller), so that a
+/// change in the host's speed during the run reaches them all alike. The
+/// first commit after switching engines renders everything and is left
+/// out: a warm-up toggle, untimed, precedes every timed block.
+fn toggle_engines(
+    mem: &mut addrspace::Memory,
+    target: addrspace::RegionId,
+    engines: &[Engine],
+    count: usize,
+) -> Result<Vec<Vec<std::time::Duration>>, CliError> {
+    let rounds = if engines.len() > 1 {
+        ROUNDS.min(count).max(1)
+    } else {
+        1
+    };
+    let total = (count * engines.len()) as u64;
+    let bar = crate::progress::bar(total, "toggle");
+    let mut times: Vec<Vec<std::time::Duration>> =
+        engines.iter().map(|_| Vec::with_capacity(count)).collect();
+    for round in 0..rounds {
+        // Round `round` takes its share of `count`; the shares sum to it.
+        let share = count * (round + 1) / rounds - count * round / rounds;
+        for (e, t) in engines.iter().zip(times.iter_mut()) {
+            mem.set_engine(*e);
+            toggle(mem, target, 2)?;
+            let goal = t.len() + share;
+            // In even chunks, each leaving the region in place, so the bar
+            // moves.
+            while t.len() < goal {
+                let n = (goal - t.len()).min(256);
+                t.extend(toggle(mem, target, n)?);
+                bar.inc(n as u64);
+            }
+        }
+    }
+    bar.finish_and_clear();
+    Ok(times)
 }
 
 /// One row of `bench scale`: median one-region commit of each engine.

@@ -403,6 +403,67 @@ fn bench_toggle_json_matches_its_text_line() {
 }
 
 #[test]
+fn bench_toggle_compare_runs_both_engines_on_one_machine() {
+    let q35 = dump("x86_64-q35-S", "tree");
+    let args = [
+        "bench",
+        "toggle",
+        &q35,
+        "--region",
+        "pc.rom",
+        "--count",
+        "20",
+        "--compare",
+    ];
+    let out = ok(&args);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(
+        lines[0].contains("20 times with each engine, in 10 alternating rounds"),
+        "{out}"
+    );
+    for (line, engine) in lines[1..].iter().zip(["reference", "incremental"]) {
+        assert!(line.starts_with("mean_commit_ns="), "{out}");
+        assert!(line.contains(" commits=20 "), "{out}");
+        assert!(line.ends_with(&format!(" engine={engine}")), "{out}");
+    }
+    let v = json(&[args.as_slice(), &["--json"]].concat());
+    let engines = v["engines"].as_array().unwrap();
+    assert_eq!(engines.len(), 2);
+    assert_eq!(engines[0]["engine"], "reference");
+    assert_eq!(engines[1]["engine"], "incremental");
+    let median = |e: &serde_json::Value| e["median_commit_ns"].as_f64().unwrap();
+    let speedup = v["speedup_median"].as_f64().unwrap();
+    assert!(
+        (speedup - median(&engines[0]) / median(&engines[1])).abs() < 1e-9,
+        "{v}"
+    );
+    // Every toggle was heard, under both engines: a timed pair (removed,
+    // added back) and a warm-up pair in each of the 20 blocks. A pair's
+    // events and the registration's come from two single-engine runs,
+    // each with its one warm-up pair.
+    let events = |count: &str| {
+        json(&[
+            "bench", "toggle", &q35, "--region", "pc.rom", "--count", count, "--json",
+        ])["events"]
+            .as_u64()
+            .unwrap()
+    };
+    let (two, four) = (events("2"), events("4"));
+    let pair = four - two;
+    assert!(pair > 0);
+    let registration = two - 2 * pair;
+    assert_eq!(
+        v["events"].as_u64().unwrap(),
+        registration + 40 * pair,
+        "{v}"
+    );
+    let clash = addrspace(&[args.as_slice(), &["--engine", "reference"]].concat());
+    assert_eq!(clash.status.code(), Some(2));
+    assert!(text(&clash.stderr).contains("cannot be used with"));
+}
+
+#[test]
 fn every_subcommand_has_examples_in_its_help() {
     for cmd in [
         &["--help"][..],
