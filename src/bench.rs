@@ -141,15 +141,23 @@ pub fn mean_median_ns(times: &[Duration]) -> (f64, f64) {
         return (0.0, 0.0);
     }
     let mut ns: Vec<f64> = times.iter().map(|t| t.as_nanos() as f64).collect();
-    ns.sort_by(f64::total_cmp);
     let mean = ns.iter().sum::<f64>() / ns.len() as f64;
-    let mid = ns.len() / 2;
-    let median = if ns.len().is_multiple_of(2) {
-        (ns[mid - 1] + ns[mid]) / 2.0
+    (mean, median(&mut ns))
+}
+
+/// The median of `values` (the mean of the middle two for an even count;
+/// 0 for none), which it sorts.
+pub fn median(values: &mut [f64]) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    if values.len().is_multiple_of(2) {
+        (values[mid - 1] + values[mid]) / 2.0
     } else {
-        ns[mid]
-    };
-    (mean, median)
+        values[mid]
+    }
 }
 
 #[cfg(test)]
@@ -191,5 +199,8 @@ mod tests {
     fn mean_and_median() {
         let t = [1, 2, 3, 10].map(Duration::from_nanos);
         assert_eq!(mean_median_ns(&t), (4.0, 2.5));
+        assert_eq!(mean_median_ns(&[]), (0.0, 0.0));
+        assert_eq!(median(&mut [57.5, 3.0, 60.25]), 57.5);
+        assert_eq!(median(&mut []), 0.0);
     }
 }
