@@ -47,8 +47,9 @@ pub(crate) struct AddressSpace {
     pub(crate) root: RegionId,
     /// The region the view is rendered from (`None`: nothing renders).
     pub(crate) flat_root: Option<RegionId>,
-    /// The regions walked from `root` to `flat_root` (both included): a
-    /// change to any of them may change `flat_root`.
+    /// The regions walked from `root` to `flat_root` (both included), then
+    /// those the walk found to render nothing (see `Regions::flat_root`):
+    /// a change to any of them may change `flat_root`.
     pub(crate) chain: Vec<RegionId>,
     /// Points readers at the cell of the current flat root.
     pub(crate) cell: Arc<ArcSwap<ViewCell>>,

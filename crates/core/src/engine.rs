@@ -293,13 +293,13 @@ impl Memory {
             };
             let space = self.spaces.get(as_id.0).expect("live space");
             let space_root = space.root;
-            let (root, chain) = regions.flat_root(space_root);
+            let crate::render::FlatRoot { root, chain, path } = regions.flat_root(space_root);
             let (old_root, old_chain, fresh) = (space.flat_root, space.chain.clone(), space.fresh);
             if chain != old_chain {
                 self.unindex_chain(as_id, &old_chain);
                 self.index_chain(as_id, &chain);
             }
-            let skipping = self.skippable_chain(space_root, root, &chain);
+            let skipping = self.skippable_chain(space_root, root, &chain[..path]);
             let old_skipping =
                 std::mem::take(&mut self.spaces.get_mut(as_id.0).expect("live space").skipping);
             self.set_skipping(&old_skipping, &skipping);

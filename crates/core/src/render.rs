@@ -73,50 +73,155 @@ impl Regions<'_> {
     /// aliases at offset 0, and containers whose only enabled child covers
     /// them from offset 0, so that address spaces share views. `None` when
     /// the root is disabled or an empty container. Also returns the regions
-    /// walked: a change to any of them (or to a child of a container among
-    /// them) may change the answer.
+    /// a change to which (or to a child of which) may change the answer.
     ///
     /// Unlike QEMU, the walk stops at a region that sets `readonly`,
     /// `nonvolatile` or `unmergeable`: skipping it would drop the flag from
     /// everything below (QEMU renders a read-only full-size alias used as
-    /// a root as writable).
-    pub(crate) fn flat_root(&self, root: RegionId) -> (Option<RegionId>, Vec<RegionId>) {
+    /// a root as writable). And children that render nothing (see
+    /// [`inert`](Self::inert)) do not count against a container's only
+    /// child: an x86 SMM address space, an SMRAM alias over system memory,
+    /// shares the system view while SMRAM is closed, where QEMU renders
+    /// and patches a second copy of it.
+    pub(crate) fn flat_root(&self, root: RegionId) -> FlatRoot {
+        let mut fr = FlatRoot {
+            root: None,
+            chain: vec![root],
+            path: 1,
+        };
+        let mut watched = Vec::new();
         let mut id = root;
-        let mut chain = vec![root];
         loop {
             let r = self.get(id);
             if !r.enabled {
-                return (None, chain);
+                break;
             }
             if r.readonly || r.nonvolatile || r.unmergeable {
-                return (Some(id), chain);
+                fr.root = Some(id);
+                break;
             }
             match r.kind {
                 RegionKind::Alias { target, offset }
                     if offset == 0 && r.size >= self.get(target).size =>
                 {
                     id = target;
-                    chain.push(id);
+                    fr.chain.push(id);
                     continue;
                 }
                 RegionKind::Container => {
                     let mut enabled = r.subregions.iter().filter(|c| self.get(**c).enabled);
-                    match (enabled.next(), enabled.next()) {
-                        (None, _) => return (None, chain),
-                        (Some(&only), None) => {
-                            let c = self.get(only);
-                            if c.addr == 0 && r.size >= c.size {
-                                id = only;
-                                chain.push(id);
-                                continue;
-                            }
-                        }
-                        _ => {}
+                    let Some(&first) = enabled.next() else {
+                        break;
+                    };
+                    let next = if enabled.next().is_none() {
+                        // QEMU's rule: the only enabled child, if it fits.
+                        self.fits(r, first).then_some(first)
+                    } else {
+                        self.stand_in(r, &mut watched)
+                    };
+                    if let Some(only) = next {
+                        id = only;
+                        fr.chain.push(id);
+                        continue;
                     }
                 }
                 _ => {}
             }
-            return (Some(id), chain);
+            fr.root = Some(id);
+            break;
+        }
+        fr.path = fr.chain.len();
+        fr.chain.extend(watched);
+        fr
+    }
+
+    /// True if `child` can stand for container `r` in a root walk: placed
+    /// at 0 and no larger than it.
+    fn fits(&self, r: &Region, child: RegionId) -> bool {
+        let c = self.get(child);
+        c.addr == 0 && r.size >= c.size
+    }
+
+    /// The child of container `r` (with several enabled children) that
+    /// renders everything `r` does: one that fits (see [`fits`](Self::fits))
+    /// while every other enabled child renders nothing. Tries the two
+    /// largest fitting children, largest first (the background, such as
+    /// system memory under an SMRAM window). Each try first looks for a
+    /// sibling that plainly renders something (a region that maps
+    /// memory, or an alias of one) and only then looks into containers.
+    /// When the first try is an alias covering all of `r` (system memory
+    /// under SMRAM windows), its watched regions stay even if it fails:
+    /// a window that closes later (SMRAM, once firmware is done with it)
+    /// then brings the sharing back. Other failed tries watch nothing, so
+    /// that a busy container (a PCI bus next to RAM) does not send every
+    /// change on it to the root walks of the address spaces above.
+    fn stand_in(&self, r: &Region, watched: &mut Vec<RegionId>) -> Option<RegionId> {
+        let enabled = || {
+            r.subregions
+                .iter()
+                .copied()
+                .filter(|c| self.get(*c).enabled)
+        };
+        let mut fitting: smallvec::SmallVec<[RegionId; 4]> =
+            enabled().filter(|c| self.fits(r, *c)).collect();
+        fitting.sort_by_key(|c| std::cmp::Reverse(self.get(*c).size));
+        let mut budget = INERT_BUDGET;
+        for (attempt, &only) in fitting.iter().take(2).enumerate() {
+            let mark = watched.len();
+            let mut others = enabled().filter(|c| *c != only);
+            let ok = !others.clone().any(|c| self.plainly_renders(c))
+                && others.all(|c| self.inert(c, watched, &mut budget));
+            if ok {
+                return Some(only);
+            }
+            let background = attempt == 0
+                && matches!(self.get(only).kind, RegionKind::Alias { .. })
+                && self.get(only).size >= r.size;
+            if !background {
+                watched.truncate(mark);
+            }
+        }
+        None
+    }
+
+    /// True if enabled `id` maps memory itself, or is an alias of a region
+    /// that does: it renders something, without a look inside anything.
+    fn plainly_renders(&self, id: RegionId) -> bool {
+        let r = self.get(id);
+        let maps = |r: &Region| r.enabled && r.size > 0 && r.kind.terminates();
+        match r.kind {
+            RegionKind::Alias { target, .. } => r.size > 0 && maps(self.get(target)),
+            _ => maps(r),
+        }
+    }
+
+    /// True if `id` renders nothing wherever it sits: it is disabled or
+    /// empty, a container of such regions only, or an alias of one. Looks
+    /// at `budget` regions at most and answers "no" when they run out
+    /// (always safe: the region then counts as rendering something).
+    /// Pushes on `watched` the containers and alias targets it looked
+    /// into: a change inside one of them (which touches it as a parent)
+    /// may change a "yes". A "no" needs no watching: it only keeps an
+    /// address space from sharing a view, which is never wrong.
+    fn inert(&self, id: RegionId, watched: &mut Vec<RegionId>, budget: &mut usize) -> bool {
+        let Some(left) = budget.checked_sub(1) else {
+            return false;
+        };
+        *budget = left;
+        let r = self.get(id);
+        if !r.enabled || r.size == 0 {
+            return true;
+        }
+        match r.kind {
+            RegionKind::Container => {
+                watched.push(id);
+                r.subregions.iter().all(|c| self.inert(*c, watched, budget))
+            }
+            RegionKind::Alias { target, .. } => {
+                watched.push(target);
+                self.inert(target, watched, budget)
+            }
+            _ => false,
         }
     }
 
@@ -319,6 +424,26 @@ impl Regions<'_> {
         (fds, coalesced)
     }
 }
+
+/// Where an address space's view comes from: see
+/// [`Regions::flat_root`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FlatRoot {
+    /// The region rendered (`None`: nothing renders).
+    pub(crate) root: Option<RegionId>,
+    /// The regions walked from the space's root down to `root` (the first
+    /// `path` of them, both ends included), then those whose rendering
+    /// nothing the walk relied on: a change to any of them, or to a child
+    /// of one, may change `root`.
+    pub(crate) chain: Vec<RegionId>,
+    /// How many of `chain` are the walk itself.
+    pub(crate) path: usize,
+}
+
+/// Most regions [`Regions::inert`] looks at for one container of a root
+/// walk: enough for an SMRAM container and its windows, little for a
+/// walk that runs on every change of a root's children.
+const INERT_BUDGET: usize = 32;
 
 /// What a window render carries down: the root rendered, and the views
 /// it may copy from.

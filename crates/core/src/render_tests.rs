@@ -294,6 +294,205 @@ fn lone_full_child_at_zero_becomes_the_shared_root() {
     assert_eq!(mem.view(cpu).unwrap().root, Some(ram));
 }
 
+/// An x86-style SMM machine: the SMM address space's root holds an SMRAM
+/// window at priority 1 over a full alias of system memory; SMRAM's low
+/// window (RAM where the CPU sees VGA) is closed.
+struct Smm {
+    mem: Memory,
+    cpu: crate::AddressSpaceId,
+    smm: crate::AddressSpaceId,
+    system: RegionId,
+    ram: RegionId,
+    smram: RegionId,
+    low: RegionId,
+}
+
+fn smm_machine() -> Smm {
+    let mut mem = Memory::new();
+    let system = mem.create_container("system", SIZE_2_64).unwrap();
+    let ram = mem.create_ram("pc.ram", 0x10_0000).unwrap();
+    let vga = mmio(&mut mem, "vga", 0x2_0000);
+    mem.add_subregion(system, 0, ram).unwrap();
+    mem.add_subregion_overlap(system, 0xa_0000, vga, 1).unwrap();
+    let smram = mem.create_container("smram", 0x1_0000_0000).unwrap();
+    let low = mem
+        .create_alias("smram-low", ram, 0xa_0000, 0x2_0000)
+        .unwrap();
+    mem.add_subregion(smram, 0xa_0000, low).unwrap();
+    mem.set_enabled(low, false).unwrap();
+    let smm_root = mem.create_container("memory", SIZE_2_64).unwrap();
+    let window = mem.create_alias("smram", smram, 0, 0x1_0000_0000).unwrap();
+    let below = mem.create_alias("memory", system, 0, SIZE_2_64).unwrap();
+    mem.add_subregion_overlap(smm_root, 0, window, 1).unwrap();
+    mem.add_subregion(smm_root, 0, below).unwrap();
+    let cpu = mem.create_address_space("memory", system).unwrap();
+    let smm = mem.create_address_space("cpu-smm", smm_root).unwrap();
+    Smm {
+        mem,
+        cpu,
+        smm,
+        system,
+        ram,
+        smram,
+        low,
+    }
+}
+
+/// `+name` / `-name` for each `region_add` / `region_del` in `events`.
+fn adds_and_dels(mem: &Memory, events: &[crate::recorder::Event]) -> Vec<String> {
+    use crate::recorder::Event;
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::RegionAdd(r) => Some(format!("+{}", mem.region(r.region).unwrap().name())),
+            Event::RegionDel(r) => Some(format!("-{}", mem.region(r.region).unwrap().name())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn smm_space_shares_the_system_view_while_smram_is_closed() {
+    let Smm {
+        mut mem,
+        cpu,
+        smm,
+        system,
+        low,
+        ..
+    } = smm_machine();
+    assert_eq!(mem.view(smm).unwrap().root, Some(system));
+    assert!(Arc::ptr_eq(
+        &mem.view(cpu).unwrap(),
+        &mem.view(smm).unwrap()
+    ));
+    assert_eq!(mem.view_count(), 1);
+
+    let log = crate::recorder::EventLog::new();
+    let rec = Box::new(crate::recorder::Recorder::new("smm", &log));
+    mem.register_listener(smm, crate::ListenerConfig::new("smm"), rec)
+        .unwrap();
+    log.take();
+    // Opening SMRAM: the SMM space gets a view of its own, with RAM where
+    // the CPU sees VGA, and its listener hears that change.
+    mem.set_enabled(low, true).unwrap();
+    let view = mem.view(smm).unwrap();
+    assert_ne!(view.root, Some(system));
+    assert_eq!(mem.view_count(), 2);
+    let name_at = |mem: &Memory, space, addr| {
+        let r = mem.view(space).unwrap().lookup(addr).unwrap().region;
+        mem.region(r).unwrap().name().to_owned()
+    };
+    assert_eq!(name_at(&mem, smm, 0xa_0000), "pc.ram");
+    assert_eq!(name_at(&mem, cpu, 0xa_0000), "vga");
+    let opened = adds_and_dels(&mem, &log.events_of("smm"));
+    log.take();
+    assert!(opened.contains(&"-vga".to_owned()), "{opened:?}");
+    assert!(opened.contains(&"+pc.ram".to_owned()), "{opened:?}");
+    // Closing it again: sharing again, and the listener hears the way
+    // back.
+    mem.set_enabled(low, false).unwrap();
+    assert!(Arc::ptr_eq(
+        &mem.view(cpu).unwrap(),
+        &mem.view(smm).unwrap()
+    ));
+    assert_eq!(mem.view_count(), 1);
+    let closed = adds_and_dels(&mem, &log.events_of("smm"));
+    assert!(closed.contains(&"+vga".to_owned()), "{closed:?}");
+    assert_eq!(name_at(&mem, smm, 0xa_0000), "vga");
+}
+
+#[test]
+fn a_window_too_large_to_prove_empty_keeps_a_view_of_its_own() {
+    // More closed windows than the walk looks at: it cannot tell that
+    // SMRAM renders nothing, so the SMM space renders a view of its own,
+    // with the same ranges.
+    let Smm {
+        mut mem,
+        cpu,
+        smm,
+        system,
+        ram,
+        smram,
+        ..
+    } = smm_machine();
+    mem.begin();
+    for i in 0..40u64 {
+        let w = mem.create_alias(&format!("w{i}"), ram, 0, 0x1000).unwrap();
+        mem.add_subregion(smram, 0x10_0000 + i * 0x1000, w).unwrap();
+        mem.set_enabled(w, false).unwrap();
+    }
+    mem.commit().unwrap();
+    let (a, b) = (mem.view(cpu).unwrap(), mem.view(smm).unwrap());
+    assert_eq!(a.root, Some(system));
+    assert_ne!(b.root, Some(system));
+    assert_eq!(a.ranges, b.ranges);
+}
+
+#[test]
+fn a_window_opened_deep_inside_smram_ends_the_sharing() {
+    // The open window sits two containers down: a change there touches
+    // only its own parent, which the walk watched.
+    let Smm {
+        mut mem,
+        smm,
+        system,
+        ram,
+        smram,
+        ..
+    } = smm_machine();
+    let outer = mem.create_container("tseg", 0x10_0000).unwrap();
+    let inner = mem.create_container("tseg-inner", 0x10_0000).unwrap();
+    let w = mem.create_alias("tseg-window", ram, 0, 0x1000).unwrap();
+    mem.add_subregion(inner, 0, w).unwrap();
+    mem.set_enabled(w, false).unwrap();
+    mem.add_subregion(outer, 0, inner).unwrap();
+    mem.add_subregion(smram, 0x800_0000, outer).unwrap();
+    assert_eq!(mem.view(smm).unwrap().root, Some(system));
+    mem.set_enabled(w, true).unwrap();
+    let view = mem.view(smm).unwrap();
+    assert_ne!(view.root, Some(system));
+    let at = view.lookup(0x800_0000).unwrap();
+    assert_eq!(mem.region(at.region).unwrap().name(), "pc.ram");
+}
+
+#[test]
+fn root_walks_do_not_watch_a_busy_bus_next_to_ram() {
+    // System memory holds RAM at 0 and a bus of devices: the walk of
+    // every bus-master space tries RAM as the stand-in and fails on the
+    // bus. Watching the bus for that "no" would send every BAR change to
+    // the root walks of all those spaces.
+    let mut mem = Memory::new();
+    let system = mem.create_container("system", SIZE_2_64).unwrap();
+    let ram = mem.create_ram("ram", 0x4000_0000).unwrap();
+    let bus = mem.create_container("bus0", 0x10_0000).unwrap();
+    let bar = mmio(&mut mem, "bar", 0x1000);
+    mem.add_subregion(bus, 0, bar).unwrap();
+    mem.add_subregion(system, 0, ram).unwrap();
+    mem.add_subregion(system, 0x1_0000_0000, bus).unwrap();
+    let bm_root = mem.create_container("bmc", SIZE_2_64).unwrap();
+    let bm = mem
+        .create_alias("bus master", system, 0, SIZE_2_64)
+        .unwrap();
+    mem.add_subregion(bm_root, 0, bm).unwrap();
+    let dev = mem.create_address_space("dev", bm_root).unwrap();
+    assert_eq!(mem.view(dev).unwrap().root, Some(system));
+    assert!(!mem.chain_index.contains_key(&bus));
+    assert!(!mem.chain_index.contains_key(&bar));
+    // An SMRAM-style window over the bus-master alias is watched, though:
+    // it may close and let the space share again.
+    let smram = mem.create_container("smram", 0x10_0000).unwrap();
+    let low = mem.create_alias("low", ram, 0, 0x1000).unwrap();
+    mem.add_subregion(smram, 0, low).unwrap();
+    let window = mem.create_alias("window", smram, 0, 0x10_0000).unwrap();
+    mem.add_subregion_overlap(bm_root, 0, window, 1).unwrap();
+    assert_ne!(mem.view(dev).unwrap().root, Some(system));
+    assert!(mem.chain_index.contains_key(&smram));
+    assert!(!mem.chain_index.contains_key(&bus));
+    mem.set_enabled(low, false).unwrap();
+    assert_eq!(mem.view(dev).unwrap().root, Some(system));
+}
+
 #[test]
 fn address_space_with_disabled_root_alias_has_no_view() {
     let mut mem = Memory::new();
