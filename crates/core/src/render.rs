@@ -116,8 +116,10 @@ impl Regions<'_> {
                     let next = if enabled.next().is_none() {
                         // QEMU's rule: the only enabled child, if it fits.
                         self.fits(r, first).then_some(first)
-                    } else {
+                    } else if r.subregions.len() <= STAND_IN_CHILDREN {
                         self.stand_in(r, &mut watched)
+                    } else {
+                        None
                     };
                     if let Some(only) = next {
                         id = only;
@@ -444,6 +446,13 @@ pub(crate) struct FlatRoot {
 /// walk: enough for an SMRAM container and its windows, little for a
 /// walk that runs on every change of a root's children.
 const INERT_BUDGET: usize = 32;
+
+/// Most children a container may have for a root walk to look for a
+/// stand-in among several (see [`Regions::stand_in`]): an SMM root has
+/// two. System memory and PCI buses have dozens to thousands, never
+/// stand for one child, and the reference engine walks the roots of all
+/// address spaces on every commit.
+const STAND_IN_CHILDREN: usize = 8;
 
 /// What a window render carries down: the root rendered, and the views
 /// it may copy from.
