@@ -70,8 +70,8 @@ impl Regions<'_> {
     }
 
     /// QEMU's `memory_region_get_flatview_root`: follow enabled full-size
-    /// aliases at offset 0, and containers whose only enabled child covers
-    /// them from offset 0, so that address spaces share views. `None` when
+    /// aliases at offset 0, and containers whose only enabled child sits
+    /// at 0 and fits in them, so that address spaces share views. `None` when
     /// the root is disabled or an empty container. Also returns the regions
     /// a change to which (or to a child of which) may change the answer.
     ///
@@ -429,7 +429,7 @@ impl Regions<'_> {
 
 /// Where an address space's view comes from: see
 /// [`Regions::flat_root`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) struct FlatRoot {
     /// The region rendered (`None`: nothing renders).
     pub(crate) root: Option<RegionId>,
